@@ -1,0 +1,5 @@
+"""Registry of trainers: method-specific trainers override ``train_step`` only."""
+
+from utils.registry import Registry
+
+TRAINERS = Registry("trainer")

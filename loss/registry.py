@@ -1,0 +1,5 @@
+"""Registry of objectives: ``LOSSES.build(name, class_counts=..., **hyperparameters)``."""
+
+from utils.registry import Registry
+
+LOSSES = Registry("loss")

@@ -1,0 +1,60 @@
+"""DESIGN.md's layer table, enforced: a module imports only from layers below; siblings never
+import each other; wandb/nni only in the composition roots (or lazily inside functions)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LAYER = {"utils": 0, "config": 1, "datasets": 2, "models": 2, "loss": 2, "metrics": 2,
+         "Trainer": 3, "train": 4, "test": 4, "predict": 4}
+ALLOWED = {
+    "utils": {"utils"},
+    "config": {"utils", "config"},
+    "datasets": {"utils", "datasets"},
+    "models": {"utils", "models"},
+    "loss": {"utils", "loss"},
+    "metrics": {"utils", "metrics"},
+    "Trainer": {"utils", "metrics", "Trainer"},
+}
+HEAVY_OPTIONAL = {"wandb", "nni"}
+
+
+def _modules():
+    for pkg in ALLOWED:
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            yield pkg, f
+
+
+def _imports(tree: ast.AST, top_level_only: bool):
+    nodes = tree.body if top_level_only else ast.walk(tree)
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module.split(".")[0]
+
+
+@pytest.mark.parametrize("pkg,path", list(_modules()), ids=lambda x: str(x))
+def test_import_direction(pkg, path):
+    tree = ast.parse(path.read_text(), filename=str(path))
+    bad = {m for m in _imports(tree, top_level_only=False)
+           if m in LAYER and m not in ALLOWED[pkg]}
+    assert not bad, f"{path.relative_to(ROOT)} (layer {pkg}) imports {sorted(bad)}"
+    top = set(_imports(tree, top_level_only=True)) & HEAVY_OPTIONAL
+    assert not top, f"{path.relative_to(ROOT)} imports {sorted(top)} at module top; import lazily"
+
+
+def test_layer_table_covers_every_package():
+    pkgs = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists() and p.name != "tests"}
+    assert pkgs <= set(ALLOWED) | {"benchmarks"}, f"packages without a layer: {pkgs - set(ALLOWED)}"
+
+
+def test_modules_stay_small():
+    too_big = [str(f.relative_to(ROOT)) for _, f in _modules()
+               if len(f.read_text().splitlines()) > 420]
+    assert not too_big, f"modules over ~400 lines: {too_big}"

@@ -1,0 +1,60 @@
+"""Atomic checkpoint writing and safe loading.
+
+A checkpoint is written to a temporary file in the same directory, flushed and fsync'ed, then
+moved into place with ``os.replace`` (atomic on POSIX), so an interrupted write never leaves a
+corrupt ``last.pt``. Loading uses ``weights_only=True``: a checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils.errors import CheckpointError
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """Save ``obj`` with ``torch.save`` atomically to ``path``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`atomic_save`, refusing missing or truncated files."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found. Fix: pass the path of a 'last.pt' or "
+                              "'best.pt' inside a run directory")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, pickle error, wrong format ...
+        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: "
+                              f"{str(exc)[:200]}). Fix: it is truncated or not a checkpoint of this "
+                              "framework; use the run's other checkpoint (best.pt/last.pt) or "
+                              "retrain") from exc
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise CheckpointError(f"{path}: not a framework checkpoint (no 'model' entry). Fix: pass a "
+                              "checkpoint written by train.py")
+    return obj
+
+
+def find_resume(run_dir: str | os.PathLike) -> Path | None:
+    """Return ``run_dir/last.pt`` when it exists (``--resume auto``), else None."""
+    p = Path(run_dir) / "last.pt"
+    return p if p.is_file() else None
