@@ -1,0 +1,154 @@
+"""One call from (logits, labels, training counts) to every number a run reports.
+
+``summarize`` gives the flat dict that goes into ``log.jsonl`` / ``test_metrics.json``;
+``per_class_table`` gives the rows of ``per_class.csv``. Both follow the conventions of
+``metrics.classification``: fractions in [0, 1]; classes absent from the evaluation set are left
+out of every per-class mean (macro recall, macro F1, many/medium/few) and of the group sizes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import utils.crystal as crystal
+from metrics._common import as_counts, as_labels, as_scores
+from metrics.classification import macro_f1, macro_recall, per_class_mean, true_class_rank
+from metrics.crystal import cs_head_accuracy, enantiomorph_correct, extinction_correct
+from metrics.longtail import shot_accuracy, shot_groups
+from utils.crystal import CRYSTAL_SYSTEMS, N_SG, SG_TO_CS
+from utils.errors import DataError, fail
+
+PER_CLASS_COLUMNS = ("sg", "symbol", "crystal_system", "train_count", "shot_group", "n_eval",
+                     "accuracy", "top5", "most_confused", "most_confused_frac")
+
+
+def _check(logits: Any, y_sg: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+    z = as_scores(logits)
+    if z.shape[1] != N_SG:
+        raise fail(DataError, where, f"logits have {z.shape[1]} columns, expected {N_SG}",
+                   "pass the space-group logits (outputs['logits'])")
+    y = as_labels(y_sg, N_SG, "y_sg")
+    if len(y) != z.shape[0]:
+        raise fail(DataError, where, f"logits has {z.shape[0]} rows but there are {len(y)} labels",
+                   "pass logits and labels of the same samples")
+    return z, y
+
+
+def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
+              topk: Iterable[int] = (1, 2, 5), preset: str = "standard") -> dict[str, float]:
+    """Every headline metric of one evaluation.
+
+    Args:
+        logits: (N, 230) space-group scores (the model's ``logits``, masked ensemble for ICL).
+        y_sg: (N,) true space groups, 0-based.
+        class_counts: (230,) training counts (define many/medium/few).
+        cs_logits: optional (N, 7) crystal-system head scores.
+        topk: k values for ``sg_top{k}``.
+        preset: shot-group preset (``metrics.longtail.SHOT_PRESETS``).
+
+    Returns:
+        Flat dict: ``sg_top{k}``, ``sg_top1_enantio`` (credit for the enantiomorphic partner),
+        ``sg_top1_extinction`` (credit for the same extinction group), ``cs_acc`` (crystal system
+        of the SG argmax), ``cs_head_acc`` (only when ``cs_logits`` is given), ``macro_recall``
+        and ``macro_f1`` (over classes present in ``y_sg``), ``many_acc`` / ``medium_acc`` /
+        ``few_acc`` (mean per-class accuracy; NaN for an empty group) with ``n_many`` /
+        ``n_medium`` / ``n_few`` (classes present in the evaluation set), plus ``extreme_acc`` /
+        ``n_extreme`` for preset "icl-xrd", ``n_samples`` and ``n_classes_eval``.
+    """
+    where = "metrics.summarize"
+    z, y = _check(logits, y_sg, where)
+    counts = as_counts(class_counts, N_SG)
+    rank = true_class_rank(z, y)
+    pred = z.argmax(1)
+    n = len(y)
+
+    def mean(a: np.ndarray) -> float:
+        return float(a.mean()) if n else float("nan")
+
+    out: dict[str, float] = {f"sg_top{k}": mean(rank < k) for k in topk}
+    out["sg_top1_enantio"] = mean(enantiomorph_correct(y, pred))
+    out["sg_top1_extinction"] = mean(extinction_correct(y, pred))
+    out["cs_acc"] = mean(SG_TO_CS[y] == SG_TO_CS[pred])
+    if cs_logits is not None:
+        out["cs_head_acc"] = cs_head_accuracy(cs_logits, SG_TO_CS[y])
+    out["macro_recall"] = macro_recall(y, pred, N_SG)
+    out["macro_f1"] = macro_f1(y, pred, N_SG)
+    acc, n_eval = per_class_mean(rank == 0, y, N_SG)
+    out.update(shot_accuracy(acc, counts, preset, n_eval=n_eval))
+    out["n_samples"] = n
+    out["n_classes_eval"] = int((n_eval > 0).sum())
+    return out
+
+
+def _symbol(sg_number: int) -> str:
+    # utils.crystal.sg_symbol(number 1..230) may be added by another module; the table works without.
+    fn = getattr(crystal, "sg_symbol", None)
+    if fn is None:
+        return ""
+    try:
+        return str(fn(sg_number))
+    except Exception:  # a missing symbol must never break a report
+        return ""
+
+
+def per_class_table(logits: Any, y_sg: Any, class_counts: Any, preset: str = "standard",
+                    k: int = 5) -> list[dict[str, Any]]:
+    """One row per space group (all 230) for ``per_class.csv``.
+
+    Args:
+        logits: (N, 230) scores; y_sg: (N,) 0-based labels; class_counts: (230,) train counts.
+        preset: shot-group preset.
+        k: the top-k column (named ``top5`` whatever k is, so the CSV layout stays fixed).
+
+    Returns:
+        Rows with the keys of ``PER_CLASS_COLUMNS``: ``sg`` (1-based number), ``symbol`` (Hermann–
+        Mauguin, "" when unavailable), ``crystal_system``, ``train_count``, ``shot_group``,
+        ``n_eval``, ``accuracy`` and ``top5`` (NaN when ``n_eval`` = 0), ``most_confused`` (1-based
+        space group most often predicted instead, or None) and its fraction of the class.
+    """
+    z, y = _check(logits, y_sg, "metrics.per_class_table")
+    counts = as_counts(class_counts, N_SG)
+    rank = true_class_rank(z, y)
+    pred = z.argmax(1)
+    acc, n_eval = per_class_mean(rank == 0, y, N_SG)
+    topk, _ = per_class_mean(rank < k, y, N_SG)
+    wrong = pred != y
+    confusion = np.bincount(y[wrong] * N_SG + pred[wrong], minlength=N_SG * N_SG).reshape(N_SG, N_SG)
+    names = shot_groups(counts, preset).names()
+    rows = []
+    for c in range(N_SG):
+        j = int(confusion[c].argmax())
+        hit = confusion[c, j] > 0
+        rows.append({
+            "sg": c + 1, "symbol": _symbol(c + 1), "crystal_system": CRYSTAL_SYSTEMS[SG_TO_CS[c]],
+            "train_count": counts[c].item(), "shot_group": names[c], "n_eval": int(n_eval[c]),
+            "accuracy": float(acc[c]), "top5": float(topk[c]),
+            "most_confused": j + 1 if hit else None,
+            "most_confused_frac": float(confusion[c, j] / n_eval[c]) if hit else float("nan"),
+        })
+    return rows
+
+
+def write_per_class_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Write ``per_class_table`` rows as CSV (NaN and None become empty cells); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def cell(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return f"{v:.6g}" if isinstance(v, float) else v
+
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(PER_CLASS_COLUMNS), extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: cell(r.get(k)) for k in PER_CLASS_COLUMNS})
+    return path
