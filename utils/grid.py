@@ -51,5 +51,5 @@ class GridSpec:
         if not same:
             raise GridMismatchError(
                 f"{source}: pattern grid {other} differs from the model's grid {self}. Fix: "
-                "re-render/convert the data onto the model's grid (datasets.convert --grid ...) "
-                "or train a model on this grid")
+                "re-render the peak lists or re-export the patterns onto the model's "
+                "grid (python -m datasets.convert_xy --help), or train a model on this grid")

@@ -31,13 +31,13 @@ class Registry:
 
         return deco
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, /) -> Any:
         key = name.lower()
         if key not in self._items:
             raise KeyError(f"unknown {self.kind} '{name}'; valid names: {', '.join(self.names())}")
         return self._items[key]
 
-    def build(self, name: str, **kwargs: Any) -> Any:
+    def build(self, name: str, /, **kwargs: Any) -> Any:
         """Instantiate ``name`` with explicit keyword arguments (never an argparse namespace)."""
         return self.get(name)(**kwargs)
 
