@@ -1,0 +1,199 @@
+"""Peak-list datasets rendered on the fly: the dataset, the collate and the ``peaks`` reader.
+
+Per-sample contract of every peak-list dataset (this one and ``datasets.lmdb_store``)::
+
+    {"two_theta": (n,) float32 [deg], "intensity": (n,) float32, "y_sg": int in [0, 230),
+     "y_cs": int in [0, 7), "idx": int}
+
+:class:`PeakCollate` pads a list of them, renders (``datasets.render``) and returns the batch
+contract of ``datasets.base``. Folder read by :func:`build_peaks_bundle` (``--data_format peaks``,
+written by ``python -m datasets.simulate``)::
+
+    root/peaks_train.npz, peaks_val.npz (optional), peaks_test.npz   (datasets.peaks.PeakTable)
+    root/sg_count.csv or {name}_sg_count.csv  (optional; rows ``sg,count``, 1-based, no header)
+    root/dataset.json                          (optional; its "grid" is the default output grid)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+from torch.utils.data import Dataset
+
+from datasets.augment import RenderConfig, sample_seeds
+from datasets.base import DataBundle, counts_from_labels
+from datasets.npy_reader import read_sg_count
+from datasets.peaks import PeakTable
+from datasets.registry import READERS
+from datasets.render import PeakRenderer, pad_peaks
+from utils.crystal import SG_TO_CS
+from utils.errors import DataError, fail
+from utils.grid import GridSpec
+
+
+class PeakListDataset(Dataset):
+    """Samples of a :class:`PeakTable` (optionally a subset of its rows).
+
+    Args:
+        table: the peak lists (intensities on any scale, labels 1..230).
+        indices: table rows to expose, in order (None: all). ``idx`` of an item is its position
+            in this dataset, as for the other readers.
+    """
+
+    def __init__(self, table: PeakTable, indices: np.ndarray | list[int] | None = None) -> None:
+        self.table = table
+        self.rows = np.arange(len(table)) if indices is None else np.asarray(indices, dtype=np.int64)
+        if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(table)):
+            raise IndexError(f"indices outside 0..{len(table) - 1}")
+        self.wavelength = float(table.wavelength)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """(N,) 0-based space-group labels (samplers and class counts use them)."""
+        return self.table.sg[self.rows].astype(np.int64) - 1
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        i = int(i)
+        if not 0 <= i < len(self.rows):
+            raise IndexError(i)
+        tt, inten = self.table.peaks(int(self.rows[i]))
+        sg0 = int(self.table.sg[self.rows[i]]) - 1
+        return {"two_theta": np.asarray(tt, np.float32), "intensity": np.asarray(inten, np.float32),
+                "y_sg": sg0, "y_cs": int(SG_TO_CS[sg0]), "idx": i}
+
+
+class PeakCollate:
+    """Pad, render and label a list of per-sample peak dicts (a DataLoader ``collate_fn``).
+
+    Seeds: sample ``idx`` of epoch ``e`` gets ``sample_seeds(seed, e, idx)``, so its augmented
+    pattern is the same whatever batch or worker renders it, and a run resumed at epoch e replays
+    the same patterns. The Trainer calls :meth:`set_epoch` on the loader's ``collate_fn`` before
+    iterating; that reaches the workers because with ``persistent_workers=False`` (the framework's
+    loaders) DataLoader re-creates its workers, each with a fresh copy of this object, every epoch.
+    (With persistent workers the copies would keep the epoch they were created with.)
+
+    Args:
+        grid: output grid.
+        cfg: render settings (default :class:`RenderConfig`).
+        augment: random train-time augmentation (else the nominal rendering).
+        seed: run seed.
+        wavelength: wavelength [Å] of the peak lists' 2θ (converted to the grid's).
+        method: ``"fast"`` or ``"dense"`` renderer.
+    """
+
+    def __init__(self, grid: GridSpec | None = None, cfg: RenderConfig | None = None, augment: bool = False,
+                 seed: int = 0, wavelength: float = 1.5406, method: str = "fast") -> None:
+        self.renderer = PeakRenderer(grid or GridSpec(), cfg, method)
+        self.augment, self.seed, self.wavelength, self.epoch = bool(augment), int(seed), float(wavelength), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Returns ``{"x": (B, 1, L) float32, "y_sg": (B,) int64, "y_cs": (B,) int64, "idx": (B,)}``."""
+        tt, inten, mask = pad_peaks([d["two_theta"] for d in items], [d["intensity"] for d in items])
+        idx = torch.tensor([int(d["idx"]) for d in items], dtype=torch.int64)
+        seeds = sample_seeds(self.seed, self.epoch, idx) if self.augment else None
+        x = self.renderer.render(tt, inten, mask, augment=self.augment, seeds=seeds,
+                                 wavelength=self.wavelength)
+        return {"x": x, "y_sg": torch.tensor([int(d["y_sg"]) for d in items], dtype=torch.int64),
+                "y_cs": torch.tensor([int(d["y_cs"]) for d in items], dtype=torch.int64), "idx": idx}
+
+
+def render_table(table: PeakTable, grid: GridSpec | None = None, cfg: RenderConfig | None = None,
+                 batch_size: int = 256) -> np.ndarray:
+    """Nominal renderings of every pattern of ``table``: (N, L) float32, each max 1 (for export)."""
+    r = PeakRenderer(grid or GridSpec(), cfg)
+    out = np.zeros((len(table), r.grid.n_points), np.float32)
+    for s in range(0, len(table), batch_size):
+        rows = range(s, min(s + batch_size, len(table)))
+        tt, inten, mask = pad_peaks([table.peaks(i)[0] for i in rows], [table.peaks(i)[1] for i in rows])
+        out[s:s + len(rows)] = r.render(tt, inten, mask, wavelength=table.wavelength)[:, 0].numpy()
+    return out
+
+
+def _grid_of(root: Path) -> tuple[GridSpec, dict[str, Any]]:
+    path = root / "dataset.json"
+    if not path.is_file():
+        return GridSpec(), {}
+    try:
+        meta = json.loads(path.read_text())
+        return GridSpec.from_dict(meta.get("grid")), meta
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise fail(DataError, path, f"unreadable dataset description ({type(exc).__name__}: {exc})",
+                   'write valid JSON with a "grid" object (two_theta_min, two_theta_max, n_points, '
+                   "wavelength), or delete it to use the default grid") from exc
+
+
+@READERS.register("peaks")
+def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: GridSpec | None = None,
+                       seed: int = 0, augment: bool = True, sg_count_path: str | None = None,
+                       render: RenderConfig | dict[str, Any] | None = None, method: str = "fast",
+                       **options: Any) -> DataBundle:
+    """Train / val / test from peak tables, rendered on the fly (train augmented, eval nominal).
+
+    Args:
+        root: folder with ``peaks_{train,val,test}.npz`` (val optional).
+        name: dataset name (run names, ``{name}_sg_count.csv``).
+        grid: output grid (e.g. a checkpoint's); peak lists render on any grid. None: the "grid"
+            of ``root/dataset.json``, else the default 5–90°, 8500 points, Cu Kα1.
+        seed: run seed of the train-time augmentation.
+        augment: augment the training patterns (evaluation collates never do).
+        sg_count_path: explicit ``sg,count`` file; default ``{name}_sg_count.csv`` or
+            ``sg_count.csv`` in root (validated), else counts of the training labels.
+        render: :class:`RenderConfig` (or its dict) of the rendering and its augmentation ranges.
+        method: ``"fast"`` or ``"dense"`` renderer.
+        options: other reader options (ignored, logged at debug level).
+
+    Raises:
+        DataError: a missing or malformed file (the message names it and says how to fix it).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise fail(DataError, root, "peak-list folder not found",
+                   "generate it with `python -m datasets.simulate --out DIR`")
+    data_grid, meta = _grid_of(root)
+    grid = grid or data_grid
+    cfg = render if isinstance(render, RenderConfig) else RenderConfig.from_dict(render)
+    paths = {s: root / f"peaks_{s}.npz" for s in ("train", "val", "test")}
+    tables = {s: PeakTable.load(p) for s, p in paths.items() if s != "val" or p.is_file()}
+    if "val" not in tables:
+        logger.info(f"{paths['val']} not found: no validation split, model selection uses test")
+    eval_lams = {round(t.wavelength, 6) for s, t in tables.items() if s != "train"}
+    if len(eval_lams) > 1:
+        raise fail(DataError, root, f"val and test peak lists use different wavelengths {sorted(eval_lams)}",
+                   "regenerate them at one wavelength")
+    if options:
+        logger.debug(f"peaks reader ignores options {sorted(options)}")
+    train = PeakListDataset(tables["train"])
+    from_labels = counts_from_labels(train.labels)
+    candidates = [Path(sg_count_path)] if sg_count_path else [root / f"{name}_sg_count.csv",
+                                                               root / "sg_count.csv"]
+    counts, counts_src = from_labels, "training labels"
+    for p in candidates:
+        if sg_count_path or p.is_file():
+            counts, counts_src = read_sg_count(p), str(p)
+            if not np.array_equal(counts, from_labels):
+                g = int(np.flatnonzero(counts != from_labels)[0])
+                logger.warning(f"{p}: counts differ from the training labels (e.g. space group {g + 1}: "
+                               f"{counts[g]} vs {from_labels[g]}); using the file")
+            break
+    lam_eval = tables["test"].wavelength
+    spec = {"name": name, "format": "peaks", "grid": grid.to_dict(), "render": cfg.to_dict(),
+            "method": method, "wavelength": {s: t.wavelength for s, t in tables.items()},
+            "files": {s: str(paths[s]) for s in tables}, "class_counts_source": counts_src,
+            "generator": {k: meta[k] for k in ("command", "seed", "settings") if k in meta}}
+    return DataBundle(
+        name=name, train=train, val=PeakListDataset(tables["val"]) if "val" in tables else None,
+        test=PeakListDataset(tables["test"]), class_counts=counts, grid=grid,
+        train_collate=PeakCollate(grid, cfg, augment, seed, tables["train"].wavelength, method),
+        eval_collate=PeakCollate(grid, cfg, False, seed, lam_eval, method), spec=spec)
