@@ -1,0 +1,157 @@
+"""Small building blocks shared by the frontends and heads: the 1-D residual block, cosine
+classifiers, channel rounding and JSON-able configs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from utils.errors import ConfigError
+
+
+def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
+    """Round a channel count to the nearest multiple of ``divisor`` (never below ``min_value``,
+    never more than 10 % below ``value``), the usual habit for width multipliers (MobileNet)."""
+    min_value = divisor if min_value is None else min_value
+    out = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if out < 0.9 * value:
+        out += divisor
+    return out
+
+
+def jsonable(obj: Any) -> Any:
+    """Turn tuples/numpy scalars/tensors in a config into plain JSON types (lists, int, float)."""
+    if isinstance(obj, Mapping):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist()
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy arrays and scalars
+        return obj.tolist()
+    if isinstance(obj, Sequence) and not isinstance(obj, (str, bytes)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def check_positive(name: str, value: float, where: str) -> None:
+    """Raise :class:`ConfigError` unless ``value`` > 0 (a clear message beats a shape error later)."""
+    if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        raise ConfigError(f"{where}: {name} must be a positive number, got {value!r}. "
+                          f"Fix: pass a positive {name}")
+
+
+def conv_same(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for a stride-1 "same"-padded conv, with a fast path for length-1 maps.
+
+    On a length-1 map, zero padding leaves only the centre tap, so the conv is a (grouped) matrix
+    product. CPU conv kernels handle this shape poorly (a grouped conv at C=1024, K=8 runs ~2x
+    slower than the matmul); the weight's other taps still receive an (all-zero) gradient, exactly
+    as in the conv. Shapes: (B, C_in, T) → (B, C_out, T).
+    """
+    if x.shape[-1] != 1:
+        return conv(x)
+    k = conv.kernel_size[0]
+    # (C_out, C_in / groups); squeeze is a view, so kernel 1 has no zero-filled gradient to build
+    w = conv.weight.squeeze(-1) if k == 1 else conv.weight[:, :, k // 2]
+    g = conv.groups
+    if g == 1:
+        out = F.linear(x.squeeze(-1), w, conv.bias)
+    else:
+        b = x.shape[0]
+        # (G, O, I) @ (G, I, B): the weight's gradient comes out of bmm in the weight's own layout
+        # (an einsum over "bgi,goi" returned it transposed and paid a 4·G·O·I-byte copy per step)
+        out = torch.bmm(w.view(g, -1, w.shape[1]), x.view(b, g, -1).permute(1, 2, 0))
+        out = out.permute(2, 0, 1).reshape(b, -1)
+        if conv.bias is not None:
+            out = out + conv.bias
+    return out.unsqueeze(-1)
+
+
+class ResBlock1d(nn.Module):
+    """Residual 1-D block: (1×1 conv if channels change) → [conv3-BN-LeakyReLU-conv3-BN] + skip →
+    LeakyReLU. Length is preserved (padding 1).
+
+    Shapes: (B, C_in, T) → (B, C_out, T).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"ResBlock1d: kernel_size must be odd for 'same' padding, got {kernel_size}. "
+                              "Fix: use 1, 3, 5, ...")
+        pad = kernel_size // 2
+        self.pre = (nn.Identity() if in_channels == out_channels
+                    else nn.Conv1d(in_channels, out_channels, 1, bias=False))
+        self.conv1 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False)
+        self.bn1 = nn.BatchNorm1d(out_channels)
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size, padding=pad, bias=False)
+        self.bn2 = nn.BatchNorm1d(out_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pre(x)
+        out = F.leaky_relu(self.bn1(conv_same(self.conv1, x)), inplace=True)
+        out = self.bn2(conv_same(self.conv2, out))
+        return F.leaky_relu(out + x, inplace=True)
+
+
+class GroupedResBlock1d(nn.Module):
+    """K independent :class:`ResBlock1d` (C → C) applied to the SAME input, as one batched op.
+
+    The first conv of every expert reads the same x, so the K first convs are ONE dense conv
+    C → K·C (weights stacked along output channels; no K-fold copy of the input); the second
+    convs are one grouped conv (groups=K); BatchNorm over K·C channels equals K separate BNs.
+    Expert k owns output channels ``[k·C, (k+1)·C)`` of every weight.
+
+    Shapes: (B, C, T) → (B, K, C, T).
+    """
+
+    def __init__(self, channels: int, num_blocks: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        if kernel_size % 2 == 0:
+            raise ConfigError(f"GroupedResBlock1d: kernel_size must be odd, got {kernel_size}. "
+                              "Fix: use 1, 3, 5, ...")
+        c, k, pad = channels, num_blocks, kernel_size // 2
+        self.channels, self.num_blocks = c, k
+        self.conv1 = nn.Conv1d(c, k * c, kernel_size, padding=pad, bias=False)
+        self.bn1 = nn.BatchNorm1d(k * c)
+        self.conv2 = nn.Conv1d(k * c, k * c, kernel_size, padding=pad, groups=k, bias=False)
+        self.bn2 = nn.BatchNorm1d(k * c)
+        # Same init as K separate ResBlock1d (PyTorch's default init depends on fan-in only, and
+        # conv1's fan-in is C like a single block's), so both modes start alike.
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, t = x.shape
+        out = F.leaky_relu(self.bn1(conv_same(self.conv1, x)), inplace=True)
+        out = self.bn2(conv_same(self.conv2, out)).view(b, self.num_blocks, c, t)
+        return F.leaky_relu(out + x.unsqueeze(1), inplace=True)
+
+
+def cosine_logits(x: torch.Tensor, weight: torch.Tensor, scale: float) -> torch.Tensor:
+    """Scaled cosine similarity ``s·cos(x, w_c)`` (Gidaris & Komodakis 2018, "Dynamic few-shot
+    visual learning without forgetting"; the NormedLinear of LDAM/RIDE).
+
+    Args:
+        x: (B, D) features.
+        weight: (D, C) class weights (one column per class).
+        scale: s.
+
+    Returns:
+        (B, C) logits in [−s, s].
+    """
+    return scale * (F.normalize(x, dim=-1) @ F.normalize(weight, dim=0))
+
+
+class CosineClassifier(nn.Module):
+    """``s·cos(x, W)`` with a (D, C) weight. Shapes: (B, D) → (B, C)."""
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0) -> None:
+        super().__init__()
+        self.scale = float(scale)
+        self.weight = nn.Parameter(torch.randn(in_features, num_classes) / math.sqrt(in_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cosine_logits(x, self.weight, self.scale)
