@@ -66,6 +66,17 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     m.add_argument("--vit_use_cls_token", action="store_true")
     m.add_argument("--width_mult", type=float, default=1.0,
                    help="ResTcn channel multiplier (1.0 = the original 32..1024 channels)")
+    m.add_argument("--num_experts", type=int, default=8)
+    m.add_argument("--head_experts", default="0,1,2,3",
+                   help="expert ids trained with CE; the gate prior routes head-heavy systems to them")
+    m.add_argument("--tail_experts", default="4,5,6,7",
+                   help="expert ids trained with focal loss; the gate prior routes tail-heavy systems here")
+    m.add_argument("--expert_mode", default="lightweight", choices=["lightweight", "original"],
+                   help="lightweight: experts share layer3 and differ in classifiers; original: own layer3")
+    m.add_argument("--mask_mode", default="hard", choices=["hard", "soft", "none"],
+                   help="dynamic masking of SG logits by the predicted crystal system at inference")
+    m.add_argument("--learn_gate_prior", action="store_true",
+                   help="make the (7, K) crystallographic gate prior learnable (default: fixed buffer)")
 
     o = p.add_argument_group("optim")
     o.add_argument("--use_adamw", action="store_true", help="AdamW (lr 5e-4, wd 1e-4) instead of SGD")
@@ -95,6 +106,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--output_dir", default="Log", help="root of run directories")
     t.add_argument("--run_dir", default=None, help="exact run directory (default: generated)")
     t.add_argument("--task", default="sg", help="task name in Log/{task}/...")
+    t.add_argument("--skip_nonfinite", action="store_true",
+                   help="skip batches with a non-finite loss instead of stopping")
+    t.add_argument("--stop_after_epoch", type=int, default=0,
+                   help="exit (checkpointed) after this epoch, e.g. to fit a job time limit; continue "
+                        "with --resume auto (0 = run to --epochs)")
+    t.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
 
     lg = p.add_argument_group("log")
     lg.add_argument("--save_log", type=str2bool, default=True, help="write train.log (True/False)")

@@ -20,8 +20,6 @@ Tensors = dict[str, torch.Tensor]
 
 @LOSSES.register("ce")
 class CELoss(nn.Module):
-    default_model = "linear"
-    trainer = "default"
     """CE(outputs["logits"], batch["y_sg"]), batch mean.
 
     Args:
@@ -30,6 +28,9 @@ class CELoss(nn.Module):
 
     Returns (forward): {"loss": scalar with grad, "l_ce": the same value detached}.
     """
+
+    default_model = "linear"
+    trainer = "default"
 
     def __init__(self, class_counts: Any = None, label_smoothing: float = 0.0) -> None:
         super().__init__()

@@ -55,8 +55,6 @@ def parse_id_list(text: str, flag: str) -> tuple[int, ...]:
 
 @LOSSES.register("icl")
 class ICLLoss(nn.Module):
-    default_model = "icl_moe"  # the model a method trains unless --model says otherwise
-    trainer = "default"
     """Independent (L_dol) + collaborative (L_col) + hierarchical (L_sys + L_sg) + contrastive loss.
 
     Args:
@@ -86,6 +84,9 @@ class ICLLoss(nn.Module):
     Returns {"loss", "l_dol", "l_col", "l_sys", "l_sg", "l_hier", "l_scl"} plus "l_par",
     "l_mutual", "l_div", "l_hnm" for each extra whose weight is > 0; components are detached.
     """
+
+    default_model = "icl_moe"  # the model a method trains unless --model says otherwise
+    trainer = "default"
 
     def __init__(self, class_counts: Any, rule_matrix: Any, lambda_dol: float = 0.5,
                  lambda_col: float = 0.3, disable_col: bool = False, col_detach_ensemble: bool = False,
@@ -260,13 +261,12 @@ class ICLLoss(nn.Module):
         g.add_argument("--scl_threshold", type=float, default=0.8,
                        help="R above which two groups are positives (seed variant)")
         g.add_argument("--focal_gamma", type=float, default=2.0, help="focal γ of the tail experts")
-        g.add_argument("--head_experts", default="0,1,2,3", help="expert ids trained with CE")
-        g.add_argument("--tail_experts", default="4,5,6,7", help="expert ids trained with focal loss")
         add_extras_args(g)
 
 
 def icl_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """Explicit ICLLoss keyword arguments from the flags :meth:`ICLLoss.add_args` declares.
+    """Explicit ICLLoss keyword arguments from the flags :meth:`ICLLoss.add_args` declares
+    (plus ``--head_experts``/``--tail_experts`` from the model group, shared with the gate prior).
 
     The composition root adds ``class_counts``, ``rule_matrix`` and ``epochs`` itself.
     """
@@ -277,6 +277,7 @@ def icl_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "col_detach_ensemble": args.col_detach_ensemble, "scl_variant": args.scl_variant,
         "scl_temperature": args.scl_temperature, "scl_threshold": args.scl_threshold,
         "focal_gamma": args.focal_gamma,
+        # declared in config (model group): the gate prior uses the same ids
         "head_experts": parse_id_list(args.head_experts, "--head_experts"),
         "tail_experts": parse_id_list(args.tail_experts, "--tail_experts"),
         **extras_kwargs(args),

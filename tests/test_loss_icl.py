@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import pytest
@@ -214,7 +213,9 @@ def test_unknown_scheme_and_bad_configs_raise_config_error():
 
 
 def test_flags_parse_the_seed_command_and_build_through_the_registry():
-    p = argparse.ArgumentParser()
+    from config.args import get_args_parser
+
+    p = get_args_parser()  # --head_experts/--tail_experts live in its model group (gate prior)
     ICLLoss.add_args(p)
     assert any(g.title == "icl" for g in p._action_groups)
     d = p.parse_args([])

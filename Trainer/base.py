@@ -1,0 +1,267 @@
+"""The training loop (DESIGN.md layer 3): model, loss, optimiser and loaders are injected.
+
+Method-specific trainers override :meth:`Trainer.train_step` only (e.g. GLMC's two mixed views).
+Every epoch appends one JSON line to ``log.jsonl`` and writes ``last.pt`` atomically; ``best.pt``
+is written when the monitored validation metric improves. Resuming restores model, optimiser,
+scaler, loss buffers, schedule state, epoch, best metric and RNG states, and data order/augment
+randomness are functions of (seed, epoch, index), so "2 epochs" == "1 epoch + resume + 1 epoch".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+from torch import nn
+from tqdm import tqdm
+
+from Trainer.evaluator import Evaluator, to_device
+from Trainer.registry import TRAINERS
+from Trainer.schedule import LRSchedule
+from utils.checkpoint import atomic_save
+from utils.errors import XRDError
+from utils.logging import JsonlWriter
+from utils.meters import MeterDict
+from utils.seed import get_rng_state, set_rng_state
+
+
+class NonFiniteLossError(XRDError, FloatingPointError):
+    """Raised when a loss component is NaN/inf and skipping is off."""
+
+
+@TRAINERS.register("default")
+class Trainer:
+    """Epoch loop, evaluation, checkpoints, early stopping.
+
+    Args:
+        model: ``nn.Module`` mapping ``x`` (B,1,L) to an outputs dict with ``logits`` (B,230).
+        loss_fn: ``nn.Module`` with ``forward(outputs, batch) -> {'loss', ...}`` and
+            ``on_epoch_start(epoch)``.
+        optimizer: a torch optimiser over the trainable parameters.
+        schedule: :class:`LRSchedule` (lr as a function of epoch and step).
+        loaders: dict with ``train`` and ``test`` loaders and optionally ``val``.
+        class_counts: (230,) training counts (many/medium/few).
+        run_dir: where checkpoints and logs go (None: nothing is written).
+        epochs: total epochs.
+        device: torch device.
+        max_grad_norm: clip threshold (<= 0: no clipping).
+        grad_warn_threshold: warn when the pre-clip norm exceeds it (None: never).
+        skip_nonfinite: skip a batch whose loss is not finite (counted) instead of stopping.
+        early_stop_patience: epochs without improvement before stopping (0: off).
+        amp_dtype: ``torch.bfloat16``/``torch.float16`` for autocast, None for fp32.
+        callbacks: objects with optional ``on_epoch_end(trainer, record)`` / ``on_fit_end``.
+        extra_state: JSON-able things stored in every checkpoint (args, model config, data spec).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
+                 schedule: LRSchedule, loaders: dict[str, Iterable], class_counts: np.ndarray,
+                 run_dir: str | Path | None, epochs: int, device: torch.device | str = "cpu",
+                 max_grad_norm: float = 1.0, grad_warn_threshold: float | None = 100.0,
+                 skip_nonfinite: bool = False, early_stop_patience: int = 0,
+                 amp_dtype: torch.dtype | None = None, monitor: str = "sg_top1",
+                 callbacks: list[Any] | None = None, extra_state: dict[str, Any] | None = None,
+                 show_progress: bool = True, stop_after_epoch: int = 0) -> None:
+        self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
+        self.loaders = loaders
+        self.class_counts = np.asarray(class_counts)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.epochs = epochs
+        self.device = torch.device(device)
+        self.max_grad_norm = max_grad_norm
+        self.grad_warn_threshold = grad_warn_threshold
+        self.skip_nonfinite = skip_nonfinite
+        self.early_stop_patience = early_stop_patience
+        self.amp_dtype = amp_dtype
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+        self.monitor = monitor
+        self.callbacks = callbacks or []
+        self.extra_state = extra_state or {}
+        self.show_progress = show_progress
+        self.stop_after_epoch = stop_after_epoch
+        self.start_epoch = 0
+        self.best = -math.inf
+        self.best_epoch = -1
+        self.stale_epochs = 0
+        self.skipped_batches = 0
+        self._grad_warns: list[tuple[int, float]] = []
+        self.evaluator = Evaluator(model, self.class_counts, self.device, amp_dtype, False)
+        self.writer = JsonlWriter(self.run_dir / "log.jsonl") if self.run_dir else None
+
+    # ------------------------------------------------------------------ one step
+    def forward_loss(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            outputs = self.model(batch["x"])
+            losses = self.loss_fn(outputs, batch)
+        return outputs, losses
+
+    def train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
+        """One optimisation step; the single override point of method-specific trainers."""
+        _, losses = self.forward_loss(batch)
+        return self.backward_step(losses, epoch, step)
+
+    def backward_step(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> dict[str, float]:
+        """Check finiteness, backward, clip, warn, step; returns the components as floats."""
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            bad = [k for k, v in losses.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
+            msg = f"non-finite loss at epoch {epoch} step {step} (components: {', '.join(bad)})"
+            if not self.skip_nonfinite:
+                raise NonFiniteLossError(msg + ". Fix: lower the lr / check the data; the last good "
+                                         "checkpoint is kept; --skip_nonfinite skips such batches")
+            self.skipped_batches += 1
+            logger.warning(msg + "; batch skipped")
+            self.optimizer.zero_grad(set_to_none=True)
+            return {}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        clip = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else float("inf")
+        gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if self.grad_warn_threshold is not None and gnorm > self.grad_warn_threshold:
+            # counted here, reported once per epoch (a warning per step drowns the log)
+            self._grad_warns.append((step, gnorm))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        out = {k: float(v) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+        out["grad_norm"] = gnorm
+        return out
+
+    # ------------------------------------------------------------------ epochs
+    def _set_epoch(self, loader: Iterable, epoch: int) -> None:
+        for obj in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                    getattr(loader, "collate_fn", None), getattr(loader, "dataset", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
+
+    def train_one_epoch(self, epoch: int) -> dict[str, float]:
+        self.model.train()
+        loader = self.loaders["train"]
+        self._set_epoch(loader, epoch)
+        meters = MeterDict()
+        self._grad_warns: list[tuple[int, float]] = []
+        n_steps = len(loader)  # type: ignore[arg-type]
+        t0, seen = time.perf_counter(), 0
+        bar = tqdm(loader, total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
+                   disable=not self.show_progress, dynamic_ncols=True)
+        for step, batch in enumerate(bar):
+            lr = self.schedule.lr(epoch, step)
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            batch = to_device(batch, self.device)
+            stats = self.train_step(batch, epoch, step)
+            bs = len(batch["y_sg"])
+            seen += bs
+            if stats:
+                meters.update(stats, bs)
+                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}")
+        if self._grad_warns:
+            worst = max(self._grad_warns, key=lambda t: t[1])
+            logger.warning(f"epoch {epoch + 1}: pre-clip grad norm above {self.grad_warn_threshold} in "
+                           f"{len(self._grad_warns)}/{n_steps} steps (max {worst[1]:.1f} at step {worst[0]}); "
+                           "clipped to --max_grad_norm (silence: --disable_grad_warn)")
+        avg = {f"train_{k}": v for k, v in meters.averages().items()}
+        avg["grad_warn_steps"] = len(self._grad_warns)
+        avg["lr"] = self.schedule.lr(epoch, max(n_steps - 1, 0))
+        avg["train_samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
+        avg["epoch_time_s"] = time.perf_counter() - t0
+        return avg
+
+    def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
+        return self.evaluator.predict(loader)
+
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        return self.evaluator.evaluate(loader)
+
+    def fit(self) -> dict[str, Any] | None:
+        """Train from ``start_epoch`` to ``epochs``; returns the final test metrics of best.pt, or
+        None when ``stop_after_epoch`` ended this invocation early (resume to continue)."""
+        sel = "val" if self.loaders.get("val") is not None else "test"
+        if sel == "test":
+            logger.warning("no validation split: model selection uses the test split (as the "
+                           "long-tail papers do); reported test numbers are optimistic")
+        for epoch in range(self.start_epoch, self.epochs):
+            self.loss_fn.on_epoch_start(epoch)
+            record: dict[str, Any] = {"epoch": epoch + 1}
+            record.update(self.train_one_epoch(epoch))
+            metrics = self.evaluate(self.loaders[sel])
+            record.update({f"{sel}_{k}": v for k, v in metrics.items()})
+            score = metrics[self.monitor]
+            improved = score > self.best
+            if improved:
+                self.best, self.best_epoch, self.stale_epochs = score, epoch + 1, 0
+            else:
+                self.stale_epochs += 1
+            self.schedule.observe(epoch, score)
+            record.update(best=self.best, best_epoch=self.best_epoch, skipped_batches=self.skipped_batches)
+            logger.info(f"epoch {epoch + 1}/{self.epochs} loss {record.get('train_loss', float('nan')):.4f}"
+                        f" {sel} top1 {score:.4f} (best {self.best:.4f} @ {self.best_epoch}) "
+                        f"{record['train_samples_per_s']:.0f} samples/s")
+            if self.writer:
+                self.writer.write(record)
+            self.start_epoch = epoch + 1
+            if self.run_dir:
+                state = self.state_dict()
+                atomic_save(state, self.run_dir / "last.pt")
+                if improved:
+                    atomic_save(state, self.run_dir / "best.pt")
+            for cb in self.callbacks:
+                if hasattr(cb, "on_epoch_end"):
+                    cb.on_epoch_end(self, record)
+            if self.early_stop_patience and self.stale_epochs >= self.early_stop_patience:
+                logger.info(f"early stop: no improvement for {self.stale_epochs} epochs")
+                break
+            if self.stop_after_epoch and epoch + 1 >= self.stop_after_epoch and epoch + 1 < self.epochs:
+                logger.info(f"stopping after epoch {epoch + 1} (--stop_after_epoch); continue with "
+                            "--resume auto")
+                return None
+        return self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Evaluate the test split with the best weights (the last ones if none was saved)."""
+        if self.run_dir and (self.run_dir / "best.pt").is_file():
+            best = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=True)
+            self.model.load_state_dict(best["model"])
+        test = self.evaluate(self.loaders["test"])
+        for cb in self.callbacks:
+            if hasattr(cb, "on_fit_end"):
+                cb.on_fit_end(self, test)
+        return test
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+                "loss": self.loss_fn.state_dict(), "epoch": self.start_epoch,
+                "best": {"value": self.best, "epoch": self.best_epoch, "stale": self.stale_epochs},
+                "rng": get_rng_state(), "skipped_batches": self.skipped_batches, **self.extra_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.start_epoch = int(state["epoch"])
+        self.best = float(state["best"]["value"])
+        self.best_epoch = int(state["best"]["epoch"])
+        self.stale_epochs = int(state["best"]["stale"])
+        self.skipped_batches = int(state.get("skipped_batches", 0))
+        set_rng_state(state["rng"])
+
+
+def freeze_except(model: nn.Module, keep: Callable[[str], bool]) -> int:
+    """Freeze every parameter whose name fails ``keep`` (classifier re-training); returns #frozen."""
+    n = 0
+    for name, p in model.named_parameters():
+        if not keep(name):
+            p.requires_grad_(False)
+            n += 1
+    return n

@@ -1,0 +1,61 @@
+"""Inference over a loader and the metric summary; used by the Trainer and by ``test.py``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from metrics import summarize
+
+KEEP = ("logits", "cs_logits", "gate")
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else
+                [t.to(device) for t in v] if isinstance(v, list) else v) for k, v in batch.items()}
+
+
+class Evaluator:
+    """Runs a model in eval mode and summarises its predictions.
+
+    Args:
+        model: maps ``x`` (B,1,L) to an outputs dict with ``logits`` (B,230).
+        class_counts: (230,) training counts (many/medium/few groups).
+        device: where the model lives.
+        amp_dtype: autocast dtype or None.
+    """
+
+    def __init__(self, model: nn.Module, class_counts: np.ndarray, device: torch.device | str = "cpu",
+                 amp_dtype: torch.dtype | None = None, show_progress: bool = False) -> None:
+        self.model, self.class_counts = model, np.asarray(class_counts)
+        self.device, self.amp_dtype, self.show_progress = torch.device(device), amp_dtype, show_progress
+
+    @torch.no_grad()
+    def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
+        """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``."""
+        was_training = self.model.training
+        self.model.eval()
+        acc: dict[str, list[np.ndarray]] = {}
+        for batch in tqdm(loader, desc="eval", leave=False, disable=not self.show_progress):
+            batch = to_device(batch, self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                out = self.model(batch["x"])
+            for k in KEEP:
+                if k in out:
+                    acc.setdefault(k, []).append(out[k].float().cpu().numpy())
+            for k in ("y_sg", "y_cs", "idx"):
+                acc.setdefault(k, []).append(batch[k].cpu().numpy())
+        self.model.train(was_training)
+        return {k: np.concatenate(v) for k, v in acc.items()}
+
+    def summarize(self, pred: dict[str, np.ndarray]) -> dict[str, float]:
+        return summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"))
+
+    def evaluate(self, loader: Iterable) -> dict[str, float]:
+        return self.summarize(self.predict(loader))

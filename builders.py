@@ -1,0 +1,146 @@
+"""Composition helpers shared by ``train.py``, ``test.py`` and ``predict.py`` (layer 4).
+
+Everything here turns the parsed flags into explicit keyword arguments for the packages below;
+no class receives the argparse namespace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from loguru import logger
+from torch.utils.data import DataLoader
+
+from datasets import READERS, DataBundle, resolve_data_source
+from datasets.samplers import EpochShuffleSampler
+from loss import LOSSES
+from models import create_model
+from utils.errors import ConfigError
+from utils.rule_matrix import build_rule_matrix, load_rule_matrix
+
+DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
+
+
+def resolve_device(spec: str) -> torch.device:
+    """``--device 0`` → cuda:0; ``cpu`` → cpu; without CUDA fall back to CPU with one warning."""
+    spec = str(spec).strip().lower()
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        spec = spec.split(":")[-1] if ":" in spec else "0"
+    if not spec.isdigit():
+        raise ConfigError(f"--device {spec!r}: expected a CUDA index (0, 1, ...) or 'cpu'")
+    if not torch.cuda.is_available():
+        logger.warning(f"--device {spec}: CUDA is not available, running on CPU")
+        return torch.device("cpu")
+    return torch.device(f"cuda:{int(spec)}")
+
+
+def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBundle:
+    fmt, root = resolve_data_source(
+        data_format=args.data_format, use_processed_npy=args.use_processed_npy,
+        processed_data_dir=args.processed_data_dir, data_dir=args.data_dir, default_dir=DEFAULT_DATA)
+    logger.info(f"data: {fmt} reader on {root} (dataset '{args.dataset}')")
+    bundle = READERS.build(fmt, root=root, name=args.dataset, seed=args.seed,
+                           augment=args.augment if augment is None else augment,
+                           sg_count_path=args.sg_count_path)
+    if args.max_train_samples:
+        idx = np.random.default_rng(args.seed).permutation(len(bundle.train))[: args.max_train_samples]
+        bundle.train = torch.utils.data.Subset(bundle.train, np.sort(idx).tolist())
+    return bundle
+
+
+def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: int,
+                 device: torch.device) -> dict[str, DataLoader | None]:
+    pin = device.type == "cuda"
+
+    def loader(ds, collate, train: bool) -> DataLoader | None:
+        if ds is None:
+            return None
+        return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed, train),
+                          collate_fn=collate, num_workers=num_workers, pin_memory=pin,
+                          persistent_workers=False,
+                          # a last training batch of 1 breaks BatchNorm on the length-1 feature map
+                          drop_last=train and len(ds) > batch_size)
+
+    return {"train": loader(bundle.train, bundle.train_collate, True),
+            "val": loader(bundle.val, bundle.eval_collate, False),
+            "test": loader(bundle.test, bundle.eval_collate, False)}
+
+
+def load_rules(path: str | None) -> torch.Tensor:
+    m = load_rule_matrix(path) if path else build_rule_matrix("crystallographic")
+    return torch.as_tensor(np.asarray(m), dtype=torch.float32)
+
+
+def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: int) -> dict[str, Any]:
+    """Explicit model kwargs from flags (stored in the checkpoint to rebuild the model)."""
+    frontend_kwargs: dict[str, Any]
+    if args.frontend_type == "vit":
+        frontend_kwargs = dict(patch_size=args.vit_patch_size, embed_dim=args.vit_embed_dim,
+                               depth=args.vit_depth, num_heads=args.vit_num_heads,
+                               mlp_ratio=args.vit_mlp_ratio, use_cls_token=args.vit_use_cls_token,
+                               seq_len=seq_len)
+    else:
+        frontend_kwargs = dict(width_mult=args.width_mult)
+    loss_cls = LOSSES.get(args.method)
+    name = args.model or loss_cls.default_model
+    kw: dict[str, Any] = dict(frontend=args.frontend_type, frontend_kwargs=frontend_kwargs)
+    if name == "icl_moe":
+        ids = {k: [int(t) for t in str(getattr(args, k)).split(",") if t.strip()]
+               for k in ("head_experts", "tail_experts")}
+        kw.update(num_experts=args.num_experts, expert_mode=args.expert_mode, mask_mode=args.mask_mode, **ids,
+                  learn_gate_prior=args.learn_gate_prior, class_counts=np.asarray(class_counts).tolist())
+    return {"name": name, **kw}
+
+
+def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
+    cfg = dict(cfg)
+    return create_model(cfg.pop("name"), **cfg)
+
+
+def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, float]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if args.use_adamw:
+        lr = args.lr if args.lr is not None else 5e-4
+        wd = args.weight_decay if args.weight_decay is not None else 1e-4
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd), lr
+    lr = args.lr if args.lr is not None else 1e-4
+    wd = args.weight_decay if args.weight_decay is not None else 5e-4
+    return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=args.momentum), lr
+
+
+def make_run_dir(args: argparse.Namespace, model_name: str) -> Path:
+    """``Log/{task}/{dataset}-{epochs}_{model}_{timestamp}/``; with ``--resume auto`` and no
+    ``--run_dir`` the newest matching run that has a ``last.pt`` is continued."""
+    if args.run_dir:
+        return Path(args.run_dir)
+    base = Path(args.output_dir) / args.task
+    stem = f"{args.dataset}-{args.epochs}_{args.method}-{model_name}-{args.frontend_type}"
+    if args.resume == "auto":
+        runs = sorted(p for p in base.glob(f"{stem}_*") if (p / "last.pt").is_file())
+        if runs:
+            return runs[-1]
+    return base / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def results_table(metrics: dict[str, float], title: str = "test") -> str:
+    rows = [("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"),
+            ("SG top-1 up to enantiomorph", "sg_top1_enantio"),
+            ("Extinction-group top-1", "sg_top1_extinction"), ("CS accuracy (from SG)", "cs_acc"),
+            ("CS accuracy (CS head)", "cs_head_acc"), ("Macro-F1", "macro_f1"),
+            ("Many-shot acc (>100)", "many_acc"), ("Medium-shot acc (20-100)", "medium_acc"),
+            ("Few-shot acc (<20)", "few_acc")]
+    lines = [f"| {title} metric | value |", "|---|---|"]
+    for label, key in rows:
+        if key in metrics and metrics[key] is not None and np.isfinite(metrics[key]):
+            lines.append(f"| {label} | {100 * metrics[key]:.2f} % |")
+    groups = [f"{k[2:]}={int(metrics[k])}" for k in ("n_many", "n_medium", "n_few") if k in metrics]
+    if groups:
+        lines.append(f"| classes per group | {', '.join(groups)} |")
+    return "\n".join(lines)

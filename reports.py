@@ -1,0 +1,76 @@
+"""Run reports shared by ``train.py`` and ``test.py`` (layer 4): data profile, test metrics,
+per-class table and plots in the run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from loguru import logger
+
+from datasets import DataBundle
+from metrics import (
+    per_class_accuracy,
+    per_class_table,
+    plot_cs_confusion,
+    plot_gate_heatmap,
+    plot_lr_schedule,
+    plot_per_class_vs_count,
+    plot_sg_confusion_by_cs,
+    plot_training_curves,
+    shot_groups,
+    write_per_class_csv,
+)
+from utils.crystal import SG_TO_CS
+from utils.logging import JsonlWriter
+
+
+def data_profile(counts: np.ndarray) -> dict[str, Any]:
+    counts = np.asarray(counts)
+    g = shot_groups(counts)
+    present = counts > 0
+    return {"n_train": int(counts.sum()), "groups_present": int(present.sum()),
+            "max_count": int(counts.max()),
+            "min_count_present": int(counts[present].min()) if present.any() else 0,
+            "many": int((g.many & present).sum()), "medium": int((g.medium & present).sum()),
+            "few": int((g.few & present).sum())}
+
+
+def log_data_profile(bundle: DataBundle) -> dict[str, Any]:
+    prof = data_profile(bundle.class_counts)
+    sizes = {k: (len(v) if v is not None else 0) for k, v in
+             (("train", bundle.train), ("val", bundle.val), ("test", bundle.test))}
+    logger.info(f"dataset {bundle.name}: {sizes} samples | {prof['groups_present']} space groups in "
+                f"train (max {prof['max_count']}, min {prof['min_count_present']}) | many(>100) "
+                f"{prof['many']} / medium(20-100) {prof['medium']} / few(<20) {prof['few']} groups")
+    return prof
+
+
+def write_test_reports(out_dir: str | Path, pred: dict[str, np.ndarray], counts: np.ndarray,
+                       metrics: dict[str, float], sg_confusion: bool = False) -> None:
+    """``test_metrics.json``, ``per_class.csv`` and the evaluation plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "test_metrics.json", "w") as fh:
+        json.dump({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                   for k, v in metrics.items()}, fh, indent=2)
+    write_per_class_csv(per_class_table(pred["logits"], pred["y_sg"], counts), out / "per_class.csv")
+    y_pred = pred["logits"].argmax(1)
+    acc, _ = per_class_accuracy(pred["y_sg"], y_pred, len(counts))
+    plot_per_class_vs_count(acc, counts, out / "per_class_vs_count.png")
+    cs_pred = pred["cs_logits"].argmax(1) if "cs_logits" in pred else SG_TO_CS[y_pred]
+    plot_cs_confusion(SG_TO_CS[pred["y_sg"]], cs_pred, out / "cs_confusion.png")
+    if "gate" in pred:
+        plot_gate_heatmap(pred["gate"], SG_TO_CS[pred["y_sg"]], out / "gate_heatmap.png")
+    if sg_confusion:
+        plot_sg_confusion_by_cs(pred["y_sg"], y_pred, out / "sg_confusion.png")
+
+
+def plot_run(run_dir: str | Path, schedule: Any) -> None:
+    """Training curves from ``log.jsonl`` and the learning-rate schedule actually used."""
+    run_dir = Path(run_dir)
+    records = JsonlWriter(run_dir / "log.jsonl").read()
+    plot_training_curves(records, run_dir / "training_curves.png")
+    plot_lr_schedule(schedule.curve(), run_dir / "lr_schedule.png", steps_per_epoch=schedule.steps_per_epoch)

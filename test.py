@@ -1,0 +1,75 @@
+"""Evaluate a checkpoint on a dataset; the model is rebuilt from the checkpoint alone.
+
+    python test.py --ckpt Log/sg/RUN/best.pt                      # the data it was trained on
+    python test.py --ckpt RUN/best.pt --data_dir other_peaks_dir   # or --use_processed_npy ...
+
+Writes ``test_metrics.json``, ``per_class.csv`` and plots next to the checkpoint (or --out_dir).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import reports
+from loguru import logger
+
+import builders
+from config.args import get_args_parser
+from Trainer import Evaluator
+from utils.checkpoint import load_checkpoint
+from utils.grid import GridSpec
+from utils.logging import setup_logging
+
+DATA_FLAGS = ("dataset", "data_format", "use_processed_npy", "processed_data_dir", "data_dir",
+              "sg_count_path")
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Evaluate a checkpoint", parents=[get_args_parser(add_help=False)],
+                                conflict_handler="resolve")
+    p.add_argument("--ckpt", required=True, help="checkpoint (best.pt / last.pt) written by train.py")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--out_dir", default=None, help="where reports go (default: the checkpoint's folder)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    setup_logging(None, args.log_level)
+    ckpt = load_checkpoint(args.ckpt)
+    train_args = ckpt.get("args", {})
+    given = {k for k in DATA_FLAGS if getattr(args, k) != parser.get_default(k)}
+    for k in DATA_FLAGS:  # data flags default to the training run's unless given here
+        if k not in given and k in train_args:
+            setattr(args, k, train_args[k])
+    args.seed = train_args.get("seed", args.seed)
+    device = builders.resolve_device(args.device)
+
+    bundle = builders.build_data(args, augment=False)
+    model_grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
+    model_grid.check_compatible(bundle.grid, source=args.data_dir or args.processed_data_dir or "data")
+    counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", bundle.class_counts))
+    model = builders.build_model(ckpt["model_config"]).to(device)
+    model.load_state_dict(ckpt["model"])
+    loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
+    loader = loaders[args.split]
+    if loader is None:
+        raise SystemExit(f"split '{args.split}' is not available in this dataset")
+
+    evaluator = Evaluator(model, counts, device)
+    pred = evaluator.predict(loader)
+    metrics = evaluator.summarize(pred)
+    out_dir = Path(args.out_dir) if args.out_dir else Path(args.ckpt).resolve().parent
+    reports.write_test_reports(out_dir, pred, counts, metrics, sg_confusion=True)
+    logger.info(f"reports written to {out_dir}")
+    print(builders.results_table(metrics, f"{args.split} ({Path(args.ckpt).name})"))
+    print(json.dumps({"out_dir": str(out_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

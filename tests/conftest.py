@@ -1,0 +1,52 @@
+"""Shared fixtures: a tiny peak-list dataset on a short 2θ grid, written like the simulator's."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from datasets.peaks import PeakTable  # noqa: E402
+
+TINY_GRID = {"two_theta_min": 5.0, "two_theta_max": 90.0, "n_points": 1024, "wavelength": 1.5406}
+TINY_CLASSES = [1, 14, 62, 139, 166, 194, 225]  # one space group per crystal system
+
+
+def _table(n_per_class: dict[int, int], seed: int) -> PeakTable:
+    rng = np.random.default_rng(seed)
+    tts, ints, sgs = [], [], []
+    for sg, n in n_per_class.items():
+        base = np.sort(np.random.default_rng(sg).uniform(10, 85, 6 + sg % 5))  # class fingerprint
+        for _ in range(n):
+            tt = base + rng.normal(0, 0.05, len(base))
+            inten = rng.uniform(20, 100, len(base))
+            inten[0] = 100.0
+            tts.append(tt.astype(np.float32))
+            ints.append(inten.astype(np.float32))
+            sgs.append(sg)
+    return PeakTable.from_lists(tts, ints, sgs, meta={"formula": [f"X{s}" for s in sgs]})
+
+
+def write_tiny_dataset(root, seed: int = 0) -> None:
+    """Long-tailed train (40 → 3 per class), balanced val/test (4 per class)."""
+    root.mkdir(parents=True, exist_ok=True)
+    train_n = dict(zip(TINY_CLASSES, [40, 30, 20, 10, 6, 4, 3], strict=True))
+    _table(train_n, seed).save(root / "peaks_train.npz")
+    _table(dict.fromkeys(TINY_CLASSES, 4), seed + 1).save(root / "peaks_val.npz")
+    _table(dict.fromkeys(TINY_CLASSES, 4), seed + 2).save(root / "peaks_test.npz")
+    with open(root / "sg_count.csv", "w") as fh:
+        fh.writelines(f"{sg},{n}\n" for sg, n in train_n.items())
+    with open(root / "dataset.json", "w") as fh:
+        json.dump({"name": "tiny", "grid": TINY_GRID}, fh)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny_peaks")
+    write_tiny_dataset(root)
+    return root

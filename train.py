@@ -1,0 +1,124 @@
+"""Train a long-tailed XRD space-group classifier (ICL by default).
+
+    python train.py                                   # ICL, short recipe, built-in default data
+    python train.py --use_processed_npy --processed_data_dir D --rule_matrix_path F ...  # the seed
+    python train.py --method ce --resume auto         # another plug-in / continue the last run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+import yaml
+from loguru import logger
+
+import builders
+import reports
+from config.args import get_args_parser, parse_args
+from loss import LOSSES, loss_kwargs
+from Trainer import TRAINERS, LRSchedule
+from utils.checkpoint import find_resume, load_checkpoint
+from utils.logging import setup_logging
+from utils.seed import seed_everything
+
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DATA_FLAGS = ("--use_processed_npy", "--processed_data_dir", "--data_dir", "--config")
+
+
+def with_default_preset(argv: list[str]) -> list[str]:
+    """On the built-in default data (no data flag, no --config) the short CPU recipe
+    ``config/presets/quick.yaml`` supplies the defaults; explicit flags still win. The seed's
+    commands name their data, so they keep the seed's defaults (e.g. 100 epochs)."""
+    if any(a.split("=")[0] in DATA_FLAGS for a in argv):
+        return argv
+    return ["--config", "quick", *argv]
+
+
+def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
+    """The base parser plus the chosen method's own flags (``--method X --help`` lists them)."""
+    parser = get_args_parser()
+    method = parser.parse_known_args(argv)[0].method
+    LOSSES.get(method).add_args(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # ---- phase 1: configuration -------------------------------------------------------------
+    argv = with_default_preset(list(sys.argv[1:] if argv is None else argv))
+    args = parse_args(argv, get_parser(argv))
+    seed_everything(args.seed)
+    device = builders.resolve_device(args.device)
+
+    # ---- phase 2: data, rules, model, loss ----------------------------------------------------
+    bundle = builders.build_data(args)
+    loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
+    rules = builders.load_rules(args.rule_matrix_path)
+    model_cfg = builders.model_kwargs(args, bundle.class_counts, bundle.grid.n_points)
+    model = builders.build_model(model_cfg).to(device)
+    loss_fn = LOSSES.build(args.method, **loss_kwargs(args.method, args, bundle.class_counts, rules))
+    loss_fn = loss_fn.to(device)
+    optimizer, base_lr = builders.build_optimizer(args, model)
+
+    # ---- phase 3: run directory and logging ---------------------------------------------------
+    run_dir = builders.make_run_dir(args, model_cfg["name"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir / "train.log" if args.save_log else None, args.log_level)
+    with open(run_dir / "args.yaml", "w") as fh:
+        yaml.safe_dump(vars(args), fh, sort_keys=True)
+    reports.log_data_profile(bundle)
+    n_params = sum(p.numel() for p in model.parameters())
+    logger.info(f"run dir {run_dir} | model {model_cfg['name']} ({n_params / 1e6:.2f} M params) | "
+                f"device {device}")
+    if args.adjust_lr_strategy and args.early_decay_target_lr > base_lr:
+        logger.warning(f"--early_decay_target_lr {args.early_decay_target_lr} exceeds the base lr "
+                       f"{base_lr}: the early phase ramps the lr up (as in the seed's recipe)")
+
+    schedule = LRSchedule(base_lr=base_lr, epochs=args.epochs, steps_per_epoch=len(loaders["train"]),
+                          warmup_epochs=args.warmup_epochs, adjust_lr_strategy=args.adjust_lr_strategy,
+                          early_decay_ratio=args.early_decay_ratio,
+                          early_decay_target_lr=args.early_decay_target_lr,
+                          lr_restart_enabled=args.lr_restart_enabled,
+                          restart_patience=args.lr_restart_patience)
+    callbacks = []
+    if args.use_wandb:
+        from Trainer.callbacks import WandbCallback
+        callbacks.append(WandbCallback(args.wandb_project, run_dir, vars(args), run_dir.name))
+    trainer_cls = TRAINERS.get(getattr(LOSSES.get(args.method), "trainer", "default"))
+    trainer = trainer_cls(
+        model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, loaders=loaders,
+        class_counts=bundle.class_counts, run_dir=run_dir, epochs=args.epochs, device=device,
+        max_grad_norm=args.max_grad_norm,
+        grad_warn_threshold=None if args.disable_grad_warn else args.grad_warn_threshold,
+        skip_nonfinite=args.skip_nonfinite, early_stop_patience=args.early_stop_patience,
+        amp_dtype=AMP[args.amp], callbacks=callbacks, show_progress=sys.stderr.isatty(),
+        stop_after_epoch=args.stop_after_epoch,
+        extra_state={"args": vars(args), "model_config": model_cfg, "data_spec": bundle.spec})
+
+    # ---- phase 4: resume ----------------------------------------------------------------------
+    ckpt = find_resume(run_dir) if args.resume == "auto" else (args.resume or None)
+    if ckpt:
+        trainer.load_state_dict(load_checkpoint(ckpt, map_location=device))
+        logger.info(f"resumed from {ckpt} at epoch {trainer.start_epoch}")
+
+    # ---- phase 5: train, then test the best checkpoint ----------------------------------------
+    test_metrics = trainer.fit()
+    if test_metrics is None:  # --stop_after_epoch: checkpointed, nothing to report yet
+        return {"run_dir": str(run_dir), "test": None, "best_epoch": trainer.best_epoch}
+    pred = trainer.predict(loaders["test"])
+    reports.write_test_reports(run_dir, pred, bundle.class_counts, test_metrics)
+    reports.plot_run(run_dir, schedule)
+    for cb in callbacks:
+        if hasattr(cb, "log_images"):
+            cb.log_images(sorted(run_dir.glob("*.png")))
+        if hasattr(cb, "finish"):
+            cb.finish()
+    print(f"\nRun: {run_dir}\n" + builders.results_table(test_metrics, "test (best.pt)"))
+    print(json.dumps({"run_dir": str(run_dir), "best_epoch": trainer.best_epoch}))
+    return {"run_dir": str(run_dir), "test": test_metrics, "best_epoch": trainer.best_epoch}
+
+
+if __name__ == "__main__":
+    main()
