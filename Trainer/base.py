@@ -165,7 +165,8 @@ class Trainer:
         if self._grad_warns:
             worst = max(self._grad_warns, key=lambda t: t[1])
             logger.warning(f"epoch {epoch + 1}: pre-clip grad norm above {self.grad_warn_threshold} in "
-                           f"{len(self._grad_warns)}/{n_steps} steps (max {worst[1]:.1f} at step {worst[0]}); "
+                           f"{len(self._grad_warns)}/{n_steps} steps (max {worst[1]:.1f} at step "
+                           f"{worst[0]}); "
                            "clipped to --max_grad_norm (silence: --disable_grad_warn)")
         avg = {f"train_{k}": v for k, v in meters.averages().items()}
         avg["grad_warn_steps"] = len(self._grad_warns)
