@@ -74,3 +74,47 @@ def plot_run(run_dir: str | Path, schedule: Any) -> None:
     records = JsonlWriter(run_dir / "log.jsonl").read()
     plot_training_curves(records, run_dir / "training_curves.png")
     plot_lr_schedule(schedule.curve(), run_dir / "lr_schedule.png", steps_per_epoch=schedule.steps_per_epoch)
+
+
+# ------------------------------------------------------------------ comparison table (CLI)
+COLUMNS = (("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"), ("up to enantiomorph", "sg_top1_enantio"),
+           ("extinction group", "sg_top1_extinction"), ("CS acc", "cs_acc"), ("macro-F1", "macro_f1"),
+           ("many", "many_acc"), ("medium", "medium_acc"), ("few", "few_acc"))
+
+
+def comparison_table(run_dirs: list[str | Path], title: str = "") -> str:
+    """Markdown table of finished runs (``test_metrics.json`` + ``log.jsonl`` + ``args.yaml``)."""
+    import yaml
+
+    head = "| method | model | " + " | ".join(c for c, _ in COLUMNS) + " | s/epoch | epochs (best) |"
+    lines = [f"### {title}" if title else "", "", head, "|" + "---|" * (len(COLUMNS) + 4)]
+    for rd in map(Path, run_dirs):
+        m = json.loads((rd / "test_metrics.json").read_text())
+        log = JsonlWriter(rd / "log.jsonl").read()
+        args = yaml.safe_load((rd / "args.yaml").read_text())
+        vals = [f"{100 * m[k]:.1f}" if m.get(k) is not None else "–" for _, k in COLUMNS]
+        ep_time = np.mean([r["epoch_time_s"] for r in log]) if log else float("nan")
+        best = log[-1].get("best_epoch", "?") if log else "?"
+        lines.append(f"| {args['method']} | {args.get('model') or 'default'} ({args['frontend_type']}) | "
+                     + " | ".join(vals) + f" | {ep_time:.1f} | {len(log)} ({best}) |")
+    n = json.loads((Path(run_dirs[0]) / "test_metrics.json").read_text()) if run_dirs else {}
+    lines.append("")
+    lines.append(f"Accuracies in % on the test split (best.pt by validation SG top-1); shot groups by "
+                 f"training count: many >100 ({n.get('n_many')} classes), medium 20–100 "
+                 f"({n.get('n_medium')}), few <20 ({n.get('n_few')}).")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser("Markdown comparison table of finished runs")
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--title", default="")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    table = comparison_table(a.runs, a.title)
+    if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(table)
+    print(table)

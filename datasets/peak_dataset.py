@@ -81,6 +81,12 @@ class PeakCollate:
     loaders) DataLoader re-creates its workers, each with a fresh copy of this object, every epoch.
     (With persistent workers the copies would keep the epoch they were created with.)
 
+    Multi-view methods (GLMC, GH, ...) set ``n_views`` > 1: the batch then also holds
+    ``"views": [x_1, ..., x_V]``, V independent augmentations of every sample (view 0 is ``x``
+    itself, so single-view runs are unchanged). An item may carry ``"aug_key"`` (e.g. its draw
+    position in a with-replacement sampler, see ``datasets.views``): the augmentation seed then
+    uses it instead of ``idx``, so repeated draws of one sample get different augmentations.
+
     Args:
         grid: output grid.
         cfg: render settings (default :class:`RenderConfig`).
@@ -88,25 +94,40 @@ class PeakCollate:
         seed: run seed.
         wavelength: wavelength [Å] of the peak lists' 2θ (converted to the grid's).
         method: ``"fast"`` or ``"dense"`` renderer.
+        n_views: augmented views per sample (1: only ``x``).
     """
 
     def __init__(self, grid: GridSpec | None = None, cfg: RenderConfig | None = None, augment: bool = False,
-                 seed: int = 0, wavelength: float = 1.5406, method: str = "fast") -> None:
+                 seed: int = 0, wavelength: float = 1.5406, method: str = "fast", n_views: int = 1) -> None:
         self.renderer = PeakRenderer(grid or GridSpec(), cfg, method)
         self.augment, self.seed, self.wavelength, self.epoch = bool(augment), int(seed), float(wavelength), 0
+        if int(n_views) < 1:
+            raise ValueError(f"PeakCollate: n_views must be >= 1, got {n_views}")
+        self.n_views = int(n_views)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        """Returns ``{"x": (B, 1, L) float32, "y_sg": (B,) int64, "y_cs": (B,) int64, "idx": (B,)}``."""
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Returns ``{"x": (B, 1, L) float32, "y_sg": (B,) int64, "y_cs": (B,) int64, "idx": (B,)}``
+        plus ``"views"``: a list of ``n_views`` (B, 1, L) tensors when ``n_views`` > 1."""
         tt, inten, mask = pad_peaks([d["two_theta"] for d in items], [d["intensity"] for d in items])
         idx = torch.tensor([int(d["idx"]) for d in items], dtype=torch.int64)
-        seeds = sample_seeds(self.seed, self.epoch, idx) if self.augment else None
+        key = torch.tensor([int(d.get("aug_key", d["idx"])) for d in items], dtype=torch.int64)
+        seeds = sample_seeds(self.seed, self.epoch, key) if self.augment else None
         x = self.renderer.render(tt, inten, mask, augment=self.augment, seeds=seeds,
                                  wavelength=self.wavelength)
-        return {"x": x, "y_sg": torch.tensor([int(d["y_sg"]) for d in items], dtype=torch.int64),
-                "y_cs": torch.tensor([int(d["y_cs"]) for d in items], dtype=torch.int64), "idx": idx}
+        out = {"x": x, "y_sg": torch.tensor([int(d["y_sg"]) for d in items], dtype=torch.int64),
+               "y_cs": torch.tensor([int(d["y_cs"]) for d in items], dtype=torch.int64), "idx": idx}
+        if self.n_views > 1:
+            views = [x]
+            for v in range(1, self.n_views):
+                # view v's seeds: a hash of (view, the sample's seed); independent of view 0's
+                vs = sample_seeds(v, 0, seeds) if seeds is not None else None
+                views.append(x if vs is None else self.renderer.render(
+                    tt, inten, mask, augment=True, seeds=vs, wavelength=self.wavelength))
+            out["views"] = views
+        return out
 
 
 def render_table(table: PeakTable, grid: GridSpec | None = None, cfg: RenderConfig | None = None,
@@ -162,19 +183,32 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
         raise fail(DataError, root, "peak-list folder not found",
                    "generate it with `python -m datasets.simulate --out DIR`")
     data_grid, meta = _grid_of(root)
-    grid = grid or data_grid
     cfg = render if isinstance(render, RenderConfig) else RenderConfig.from_dict(render)
     paths = {s: root / f"peaks_{s}.npz" for s in ("train", "val", "test")}
     tables = {s: PeakTable.load(p) for s, p in paths.items() if s != "val" or p.is_file()}
-    if "val" not in tables:
-        logger.info(f"{paths['val']} not found: no validation split, model selection uses test")
-    eval_lams = {round(t.wavelength, 6) for s, t in tables.items() if s != "train"}
+    if options:
+        logger.debug(f"peaks reader ignores options {sorted(options)}")
+    splits = {s: (PeakListDataset(t), t.wavelength, str(paths[s])) for s, t in tables.items()}
+    return bundle_from_peak_datasets(root, splits, name, grid or data_grid, cfg, seed, augment,
+                                     sg_count_path, method, "peaks", meta)
+
+
+def bundle_from_peak_datasets(root: Path, splits: dict[str, tuple[Any, float, str]], name: str,
+                              grid: GridSpec, cfg: RenderConfig, seed: int, augment: bool,
+                              sg_count_path: str | None, method: str, fmt: str,
+                              meta: dict[str, Any]) -> DataBundle:
+    """A DataBundle from per-split peak datasets (peak tables or LMDB), rendered by PeakCollate.
+
+    Args:
+        splits: ``{split: (dataset with .labels, wavelength, source file)}``; train and test required.
+    """
+    if "val" not in splits:
+        logger.info(f"{root}: no validation split, model selection uses test")
+    eval_lams = {round(lam, 6) for s, (_, lam, _) in splits.items() if s != "train"}
     if len(eval_lams) > 1:
         raise fail(DataError, root, f"val and test peak lists use different wavelengths {sorted(eval_lams)}",
                    "regenerate them at one wavelength")
-    if options:
-        logger.debug(f"peaks reader ignores options {sorted(options)}")
-    train = PeakListDataset(tables["train"])
+    train = splits["train"][0]
     from_labels = counts_from_labels(train.labels)
     candidates = [Path(sg_count_path)] if sg_count_path else [root / f"{name}_sg_count.csv",
                                                                root / "sg_count.csv"]
@@ -187,13 +221,13 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
                 logger.warning(f"{p}: counts differ from the training labels (e.g. space group {g + 1}: "
                                f"{counts[g]} vs {from_labels[g]}); using the file")
             break
-    lam_eval = tables["test"].wavelength
-    spec = {"name": name, "format": "peaks", "grid": grid.to_dict(), "render": cfg.to_dict(),
-            "method": method, "wavelength": {s: t.wavelength for s, t in tables.items()},
-            "files": {s: str(paths[s]) for s in tables}, "class_counts_source": counts_src,
+    lam_train, lam_eval = splits["train"][1], splits["test"][1]
+    spec = {"name": name, "format": fmt, "grid": grid.to_dict(), "render": cfg.to_dict(),
+            "method": method, "wavelength": {s: v[1] for s, v in splits.items()},
+            "files": {s: v[2] for s, v in splits.items()}, "class_counts_source": counts_src,
             "generator": {k: meta[k] for k in ("command", "seed", "settings") if k in meta}}
     return DataBundle(
-        name=name, train=train, val=PeakListDataset(tables["val"]) if "val" in tables else None,
-        test=PeakListDataset(tables["test"]), class_counts=counts, grid=grid,
-        train_collate=PeakCollate(grid, cfg, augment, seed, tables["train"].wavelength, method),
+        name=name, train=train, val=splits["val"][0] if "val" in splits else None,
+        test=splits["test"][0], class_counts=counts, grid=grid,
+        train_collate=PeakCollate(grid, cfg, augment, seed, lam_train, method),
         eval_collate=PeakCollate(grid, cfg, False, seed, lam_eval, method), spec=spec)

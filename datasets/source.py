@@ -13,8 +13,8 @@ def resolve_data_source(data_format: str = "auto", use_processed_npy: bool = Fal
     """Return (reader name, root folder).
 
     ``--use_processed_npy`` (the seed's flag) selects the NPY layout under ``--processed_data_dir``.
-    Otherwise ``--data_dir`` is inspected: ``peaks_train.npz`` → peaks, an ``lmdb`` folder or
-    ``data.mdb`` → lmdb, ``train*.csv`` → raw; with no folder given, the built-in default set.
+    Otherwise ``--data_dir`` is inspected: ``peaks_train.npz`` → peaks, ``lmdb/train/data.mdb`` (or
+    ``train/data.mdb``) → lmdb, ``train*.csv`` → raw; with no folder given, the built-in default set.
     """
     if use_processed_npy or data_format == "npy":
         root = processed_data_dir or data_dir
@@ -34,7 +34,7 @@ def resolve_data_source(data_format: str = "auto", use_processed_npy: bool = Fal
         return data_format, root
     if (root / "peaks_train.npz").is_file():
         return "peaks", root
-    if (root / "data.mdb").is_file() or (root / "lmdb" / "data.mdb").is_file():
+    if (root / "lmdb" / "train" / "data.mdb").is_file() or (root / "train" / "data.mdb").is_file():
         return "lmdb", root
     if any(root.glob("train*.csv")):
         return "raw", root
