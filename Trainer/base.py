@@ -130,7 +130,7 @@ class Trainer:
             self._grad_warns.append((step, gnorm))
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        out = {k: float(v) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
+        out = {k: float(v.detach()) for k, v in losses.items() if torch.is_tensor(v) and v.numel() == 1}
         out["grad_norm"] = gnorm
         return out
 

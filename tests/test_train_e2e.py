@@ -88,3 +88,29 @@ def test_seed_command_line_parses():
         ("0", "scheme2", 0.2, 1e-3)
     assert (d.grad_warn_threshold, d.max_grad_norm, d.disable_col, d.use_contrast_scheme2) == \
         (100.0, 1.0, False, False)
+
+
+def test_predict_prints_cs_and_top5_for_xy_files(tiny_data, tmp_path, capsys):
+    from datasets import READERS
+
+    res = train.main(_args(tiny_data, tmp_path / "Log", "--epochs", "1"))
+    bundle = READERS.build("peaks", root=tiny_data, name="tiny", augment=False)
+    batch = bundle.eval_collate([bundle.test[i] for i in (0, 5)])
+    tt = bundle.grid.two_theta()
+    folder = tmp_path / "measured"
+    folder.mkdir()
+    for j, x in enumerate(batch["x"][:, 0].numpy()):
+        np.savetxt(folder / f"p{j}.xy", np.c_[tt, 1000 * x], header="2theta intensity")
+    predict = _load("predict")
+    rows = predict.main(["--ckpt", str(Path(res["run_dir"]) / "best.pt"), str(folder),
+                         "--csv", str(tmp_path / "pred.csv")])
+    out = capsys.readouterr().out
+    assert len(rows) == 2 and "crystal system:" in out and "No." in out
+    for r in rows:
+        assert len(r["top"]) == 5 and 0 < r["p_cs"] <= 1
+        probs = [p for _, _, p in r["top"]]
+        assert probs == sorted(probs, reverse=True)
+    lines = (tmp_path / "pred.csv").read_text().splitlines()
+    assert len(lines) == 3 and lines[0].startswith("file,crystal_system,p_cs,sg1,symbol1,p1")
+    with pytest.raises(SystemExit):
+        predict.main(["--ckpt", str(Path(res["run_dir"]) / "best.pt"), str(tmp_path / "missing.xy")])
