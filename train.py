@@ -40,7 +40,8 @@ def with_default_preset(argv: list[str]) -> list[str]:
 def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
     """The base parser plus the chosen method's own flags (``--method X --help`` lists them)."""
     parser = get_args_parser()
-    method = parser.parse_known_args(argv)[0].method
+    # pre-parse without -h so that `--method X --help` lists X's own flags too
+    method = get_args_parser(add_help=False).parse_known_args(argv)[0].method
     LOSSES.get(method).add_args(parser)
     return parser
 

@@ -40,8 +40,10 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--dataset", default="xrd_mp",
                    help="dataset name; selects file names in the NPY layout "
                         "(ccdc, coremof19, inor, xrd_mp, ...)")
-    d.add_argument("--data_format", default="auto", choices=["auto", "npy", "lmdb", "raw", "peaks"],
-                   help="reader; 'auto' = npy with --use_processed_npy, else the built-in default")
+    d.add_argument("--data_format", default="auto",
+                   choices=["auto", "npy", "lmdb", "raw", "peaks", "cifar10_lt", "cifar100_lt"],
+                   help="reader; 'auto' = npy with --use_processed_npy, else detected from --data_dir "
+                        "(the built-in default without it)")
     d.add_argument("--use_processed_npy", action="store_true", help="read the preprocessed NPY layout")
     d.add_argument("--processed_data_dir", default=None, help="root of the NPY layout")
     d.add_argument("--data_dir", default=None, help="root of an LMDB / raw / built-in dataset")
@@ -53,6 +55,12 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--augment", type=str2bool, default=True,
                    help="train-time pattern augmentations (peak-list datasets)")
     d.add_argument("--max_train_samples", type=int, default=None, help="debug: cap the train split")
+    d.add_argument("--imbalance_factor", type=float, default=100.0,
+                   help="CIFAR-LT readers: n_max / n_min of the exponential training profile")
+    d.add_argument("--lt_sampling", default="cao", choices=["cao", "glmc", "first"],
+                   help="CIFAR-LT readers: which images each class keeps (conventions.md 1.1)")
+    d.add_argument("--cifar_view_aug", default="standard", choices=["standard", "simclr"],
+                   help="CIFAR-LT readers: augmentation of the extra views of two-view methods")
 
     m = p.add_argument_group("model")
     m.add_argument("--method", default="icl", help="training method (loss plug-in)")
@@ -169,11 +177,17 @@ def apply_overrides(args: argparse.Namespace, overrides: dict[str, Any],
 
 def parse_args(argv: list[str] | None = None,
                parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:
-    """Parse with a preset pass first: ``--config`` values become defaults, the CLI wins."""
+    """Parse with a preset pass first: ``--config`` values become defaults, the CLI wins.
+
+    A preset may hold a ``per_method`` mapping (``{method: {flag: value}}``) for flags that only
+    one method declares (e.g. ICL's ``use_contrast_scheme2``); only the chosen method's entry applies.
+    """
     parser = parser or get_args_parser()
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         preset = load_preset(pre.config)
+        per_method = preset.pop("per_method", {}) or {}
+        preset.update(per_method.get(pre.method, {}))
         unknown = set(preset) - set(vars(pre))
         if unknown:
             raise ConfigError(f"{pre.config}: unknown keys {sorted(unknown)}")
