@@ -7,6 +7,7 @@ no class receives the argparse namespace.
 from __future__ import annotations
 
 import argparse
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +18,16 @@ from loguru import logger
 from torch.utils.data import DataLoader
 
 from datasets import READERS, DataBundle, resolve_data_source
-from datasets.samplers import EpochShuffleSampler
+from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler
+from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels, reseeded, with_views
 from loss import LOSSES
-from models import create_model
+from models import MODELS, create_model
 from utils.errors import ConfigError
 from utils.rule_matrix import build_rule_matrix, load_rule_matrix
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
+READER_OPTIONS = ("imbalance_factor", "lt_sampling", "cifar_view_aug")
+EXTRA_LOADER_SEED_SALT = 7919  # an extra loader's augmentations: a stream of their own
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -44,19 +48,53 @@ def resolve_device(spec: str) -> torch.device:
 def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBundle:
     fmt, root = resolve_data_source(
         data_format=args.data_format, use_processed_npy=args.use_processed_npy,
-        processed_data_dir=args.processed_data_dir, data_dir=args.data_dir, default_dir=DEFAULT_DATA)
+        processed_data_dir=args.processed_data_dir, data_dir=args.data_dir, default_dir=DEFAULT_DATA,
+        dataset=args.dataset)
     logger.info(f"data: {fmt} reader on {root} (dataset '{args.dataset}')")
+    # reader-specific flags go to the readers that name them (CIFAR-LT: imbalance_factor, ...)
+    params = inspect.signature(READERS.get(fmt)).parameters
+    options = {k: getattr(args, k) for k in READER_OPTIONS if k in params}
     bundle = READERS.build(fmt, root=root, name=args.dataset, seed=args.seed,
                            augment=args.augment if augment is None else augment,
-                           sg_count_path=args.sg_count_path)
+                           sg_count_path=args.sg_count_path, **options)
     if args.max_train_samples:
         idx = np.random.default_rng(args.seed).permutation(len(bundle.train))[: args.max_train_samples]
         bundle.train = torch.utils.data.Subset(bundle.train, np.sort(idx).tolist())
+    # How the training batches are drawn (views, extra loaders) travels with the bundle to
+    # make_loaders and into the checkpoint's data_spec.
+    bundle.spec["train_loaders"] = loader_plan(args)
     return bundle
 
 
+def loader_plan(args: argparse.Namespace) -> dict[str, Any]:
+    """What the method's training loaders must provide, from its loss class's declarations:
+
+    * ``n_views`` (int, default 1): augmented views per sample (``batch["views"]``);
+    * ``extra_loaders`` (dict, default none): ``{loader name: flag}`` — one more training loader
+      per entry, drawing with replacement (|D| draws per epoch) with per-sample weight ``n_y^(−q)``,
+      q read from the named flag (GLMC: ``{"train_rb": "resample_q"}``).
+    """
+    cls = LOSSES.get(args.method)
+    extra: dict[str, Any] = {}
+    for name, flag in getattr(cls, "extra_loaders", {}).items():
+        if flag not in vars(args):
+            raise ConfigError(f"method '{args.method}' declares loader '{name}' with flag --{flag}, "
+                              f"which its add_args does not define. Fix: add --{flag} to add_args")
+        extra[name] = {"sampler": "class_balanced", "q": float(vars(args)[flag])}
+    n_views = getattr(cls, "n_views", 1)  # an int, or a function of the flags (NCL: 2 only with MoCo)
+    n_views = n_views(args) if callable(n_views) else n_views
+    return {"n_views": int(n_views), "augment": bool(args.augment), "extra": extra}
+
+
 def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: int,
-                 device: torch.device) -> dict[str, DataLoader | None]:
+                 device: torch.device, plan: dict[str, Any] | None = None) -> dict[str, DataLoader | None]:
+    """``train`` / ``val`` / ``test`` loaders, plus the method's extra training loaders.
+
+    Args:
+        plan: :func:`loader_plan` (default: the one :func:`build_data` stored in ``bundle.spec``,
+            else plain single-view loaders).
+    """
+    plan = bundle.spec.get("train_loaders", {}) if plan is None else plan
     pin = device.type == "cuda"
 
     def loader(ds, collate, train: bool) -> DataLoader | None:
@@ -68,9 +106,22 @@ def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: in
                           # a last training batch of 1 breaks BatchNorm on the length-1 feature map
                           drop_last=train and len(ds) > batch_size)
 
-    return {"train": loader(bundle.train, bundle.train_collate, True),
-            "val": loader(bundle.val, bundle.eval_collate, False),
-            "test": loader(bundle.test, bundle.eval_collate, False)}
+    g = bundle.grid
+    train_collate = with_views(bundle.train_collate, int(plan.get("n_views", 1)), seed,
+                               bool(plan.get("augment", True)),
+                               (g.two_theta_max - g.two_theta_min) / max(g.n_points - 1, 1))
+    loaders = {"train": loader(bundle.train, train_collate, True),
+               "val": loader(bundle.val, bundle.eval_collate, False),
+               "test": loader(bundle.test, bundle.eval_collate, False)}
+    for name, spec in plan.get("extra", {}).items():
+        # With replacement, so one sample can be drawn twice per epoch: draws are tagged with their
+        # position, which keys their augmentations (two draws, two different patterns).
+        sampler = ClassBalancedSampler(dataset_labels(bundle.train), spec["q"], seed)
+        loaders[name] = DataLoader(
+            DrawTaggedDataset(bundle.train), batch_size=batch_size, sampler=DrawTaggedSampler(sampler),
+            collate_fn=reseeded(train_collate, seed + EXTRA_LOADER_SEED_SALT), num_workers=num_workers,
+            pin_memory=pin, persistent_workers=False, drop_last=len(bundle.train) > batch_size)
+    return loaders
 
 
 def load_rules(path: str | None) -> torch.Tensor:
@@ -90,12 +141,16 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
         frontend_kwargs = dict(width_mult=args.width_mult)
     loss_cls = LOSSES.get(args.method)
     name = args.model or loss_cls.default_model
-    kw: dict[str, Any] = dict(frontend=args.frontend_type, frontend_kwargs=frontend_kwargs)
-    if name == "icl_moe":
-        ids = {k: [int(t) for t in str(getattr(args, k)).split(",") if t.strip()]
-               for k in ("head_experts", "tail_experts")}
-        kw.update(num_experts=args.num_experts, expert_mode=args.expert_mode, mask_mode=args.mask_mode, **ids,
-                  learn_gate_prior=args.learn_gate_prior, class_counts=np.asarray(class_counts).tolist())
+    kw: dict[str, Any] = dict(frontend=args.frontend_type, frontend_kwargs=frontend_kwargs,
+                              num_classes=len(class_counts))  # 230 space groups; C on CIFAR-LT
+    # a model whose head reads flags declares it: ``args_to_kwargs(args) -> dict`` on its class;
+    # one that needs the training counts (ICL's gate prior) names ``class_counts`` in its signature
+    model_cls = MODELS.get(name)
+    head_kwargs = getattr(model_cls, "args_to_kwargs", None)
+    if head_kwargs is not None:
+        kw.update(head_kwargs(args))
+    if "class_counts" in inspect.signature(model_cls).parameters:
+        kw["class_counts"] = np.asarray(class_counts).tolist()
     return {"name": name, **kw}
 
 

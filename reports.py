@@ -60,6 +60,8 @@ def write_test_reports(out_dir: str | Path, pred: dict[str, np.ndarray], counts:
     y_pred = pred["logits"].argmax(1)
     acc, _ = per_class_accuracy(pred["y_sg"], y_pred, len(counts))
     plot_per_class_vs_count(acc, counts, out / "per_class_vs_count.png")
+    if len(counts) != len(SG_TO_CS):  # not space groups (CIFAR-LT): no crystal-system plots
+        return
     cs_pred = pred["cs_logits"].argmax(1) if "cs_logits" in pred else SG_TO_CS[y_pred]
     plot_cs_confusion(SG_TO_CS[pred["y_sg"]], cs_pred, out / "cs_confusion.png")
     if "gate" in pred:

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import reports
 from loguru import logger
 
 import builders
+import reports
 from config.args import get_args_parser
 from Trainer import Evaluator
 from utils.checkpoint import load_checkpoint
@@ -24,7 +24,7 @@ from utils.grid import GridSpec
 from utils.logging import setup_logging
 
 DATA_FLAGS = ("dataset", "data_format", "use_processed_npy", "processed_data_dir", "data_dir",
-              "sg_count_path")
+              "sg_count_path", "imbalance_factor", "lt_sampling")
 
 
 def get_parser() -> argparse.ArgumentParser:

@@ -10,3 +10,4 @@ from datasets.registry import READERS
 from datasets.source import resolve_data_source
 
 __all__ = ["READERS", "DataBundle", "counts_from_labels", "resolve_data_source"]
+from datasets import cifar_lt  # noqa: E402,F401  (CIFAR-LT readers)

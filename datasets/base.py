@@ -31,7 +31,8 @@ class DataBundle:
         name: dataset name (ccdc, xrd_mp, ...).
         train, val, test: datasets (val may be None; then model selection uses test, as the
             long-tail papers do, and the run log says so).
-        class_counts: (230,) int64 training count per space group (0-based index).
+        class_counts: (230,) int64 training count per space group (0-based index); (C,) for
+            other label sets (CIFAR-LT).
         grid: the 2θ grid of the patterns.
         train_collate / eval_collate: collate functions (None = torch's default).
         spec: JSON-able description stored in checkpoints (grid, normalisation, source files).
@@ -49,7 +50,8 @@ class DataBundle:
 
     def __post_init__(self) -> None:
         self.class_counts = np.asarray(self.class_counts, dtype=np.int64)
-        assert self.class_counts.shape == (N_SG,), self.class_counts.shape
+        # (230,) for space groups; (C,) for other label sets (CIFAR-LT: 10 / 100 classes)
+        assert self.class_counts.ndim == 1 and len(self.class_counts) >= 2, self.class_counts.shape
         self.spec.setdefault("name", self.name)
         self.spec.setdefault("grid", self.grid.to_dict())
 

@@ -9,12 +9,15 @@ from utils.errors import DataError, fail
 
 def resolve_data_source(data_format: str = "auto", use_processed_npy: bool = False,
                         processed_data_dir: str | None = None, data_dir: str | None = None,
-                        default_dir: str | Path | None = None) -> tuple[str, Path]:
+                        default_dir: str | Path | None = None,
+                        dataset: str | None = None) -> tuple[str, Path]:
     """Return (reader name, root folder).
 
     ``--use_processed_npy`` (the seed's flag) selects the NPY layout under ``--processed_data_dir``.
     Otherwise ``--data_dir`` is inspected: ``peaks_train.npz`` → peaks, ``lmdb/train/data.mdb`` (or
-    ``train/data.mdb``) → lmdb, ``train*.csv`` → raw; with no folder given, the built-in default set.
+    ``train/data.mdb``) → lmdb, ``train*.csv`` → raw, ``cifar-10-batches-py`` / ``cifar-100-python``
+    (that folder or its parent; ``dataset`` = cifar10_lt / cifar100_lt picks one when both are
+    there) → the CIFAR-LT readers; with no folder given, the built-in default set.
     """
     if use_processed_npy or data_format == "npy":
         root = processed_data_dir or data_dir
@@ -40,6 +43,11 @@ def resolve_data_source(data_format: str = "auto", use_processed_npy: bool = Fal
         return "raw", root
     if any(root.glob("*_sg_train")):
         return "npy", root
-    raise fail(DataError, root, "cannot tell the data format (no peaks_train.npz, lmdb/, train*.csv "
-               "or *_sg_train/)", "pass --data_format {npy,lmdb,raw,peaks} or point --data_dir at "
-               "a dataset folder")
+    cifar = [fmt for fmt, folder, first in (("cifar10_lt", "cifar-10-batches-py", "data_batch_1"),
+                                            ("cifar100_lt", "cifar-100-python", "train"))
+             if (root / folder / first).is_file() or (root.name == folder and (root / first).is_file())]
+    if len(cifar) == 1 or dataset in cifar:
+        return (dataset if dataset in cifar else cifar[0]), root
+    raise fail(DataError, root, "cannot tell the data format (no peaks_train.npz, lmdb/, train*.csv, "
+               "*_sg_train/ or a single CIFAR folder)", "pass --data_format {npy,lmdb,raw,peaks,cifar10_lt,"
+               "cifar100_lt} or point --data_dir at a dataset folder")

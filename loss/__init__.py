@@ -8,6 +8,7 @@ import inspect
 from typing import Any
 
 from loss.ce import CELoss, ce_kwargs
+from loss.glmc import GLMCLoss, glmc_kwargs
 from loss.icl import ICLLoss, icl_kwargs
 from loss.registry import LOSSES
 
@@ -28,4 +29,8 @@ def loss_kwargs(name: str, args: argparse.Namespace, class_counts: Any, rule_mat
     return kwargs
 
 
-__all__ = ["loss_kwargs", "LOSSES", "CELoss", "ICLLoss", "build_loss", "ce_kwargs", "icl_kwargs"]
+__all__ = ["loss_kwargs", "LOSSES", "CELoss", "GLMCLoss", "ICLLoss", "build_loss", "ce_kwargs", "glmc_kwargs",
+           "icl_kwargs"]
+from loss.arb import ARBLoss, arb_kwargs  # noqa: E402,F401
+from loss.gh import GHLoss, gh_kwargs  # noqa: E402,F401
+from loss.ncl import NCLLoss, ncl_kwargs  # noqa: E402,F401

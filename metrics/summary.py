@@ -29,12 +29,12 @@ PER_CLASS_COLUMNS = ("sg", "symbol", "crystal_system", "train_count", "shot_grou
                      "accuracy", "top5", "most_confused", "most_confused_frac")
 
 
-def _check(logits: Any, y_sg: Any, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _check(logits: Any, y_sg: Any, where: str, n_classes: int = N_SG) -> tuple[np.ndarray, np.ndarray]:
     z = as_scores(logits)
-    if z.shape[1] != N_SG:
-        raise fail(DataError, where, f"logits have {z.shape[1]} columns, expected {N_SG}",
-                   "pass the space-group logits (outputs['logits'])")
-    y = as_labels(y_sg, N_SG, "y_sg")
+    if z.shape[1] != n_classes:
+        raise fail(DataError, where, f"logits have {z.shape[1]} columns, expected {n_classes} (one per "
+                   "class_counts entry)", "pass the space-group logits (outputs['logits'])")
+    y = as_labels(y_sg, n_classes, "y_sg")
     if len(y) != z.shape[0]:
         raise fail(DataError, where, f"logits has {z.shape[0]} rows but there are {len(y)} labels",
                    "pass logits and labels of the same samples")
@@ -48,7 +48,8 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
     Args:
         logits: (N, 230) space-group scores (the model's ``logits``, masked ensemble for ICL).
         y_sg: (N,) true space groups, 0-based.
-        class_counts: (230,) training counts (define many/medium/few).
+        class_counts: (230,) training counts (define many/medium/few). Other label sets (CIFAR-LT)
+            pass (C,) counts with (N, C) logits; the crystallographic metrics are then NaN.
         cs_logits: optional (N, 7) crystal-system head scores.
         topk: k values for ``sg_top{k}``.
         preset: shot-group preset (``metrics.longtail.SHOT_PRESETS``).
@@ -63,8 +64,9 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
         ``n_extreme`` for preset "icl-xrd", ``n_samples`` and ``n_classes_eval``.
     """
     where = "metrics.summarize"
-    z, y = _check(logits, y_sg, where)
-    counts = as_counts(class_counts, N_SG)
+    counts = as_counts(class_counts)
+    n_cls = len(counts)   # 230 space groups; other label sets (CIFAR-LT) get no crystal metrics (NaN)
+    z, y = _check(logits, y_sg, where, n_cls)
     rank = true_class_rank(z, y)
     pred = z.argmax(1)
     n = len(y)
@@ -73,14 +75,15 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
         return float(a.mean()) if n else float("nan")
 
     out: dict[str, float] = {f"sg_top{k}": mean(rank < k) for k in topk}
-    out["sg_top1_enantio"] = mean(enantiomorph_correct(y, pred))
-    out["sg_top1_extinction"] = mean(extinction_correct(y, pred))
-    out["cs_acc"] = mean(SG_TO_CS[y] == SG_TO_CS[pred])
-    if cs_logits is not None:
+    sg = n_cls == N_SG
+    out["sg_top1_enantio"] = mean(enantiomorph_correct(y, pred)) if sg else float("nan")
+    out["sg_top1_extinction"] = mean(extinction_correct(y, pred)) if sg else float("nan")
+    out["cs_acc"] = mean(SG_TO_CS[y] == SG_TO_CS[pred]) if sg else float("nan")
+    if cs_logits is not None and sg:
         out["cs_head_acc"] = cs_head_accuracy(cs_logits, SG_TO_CS[y])
-    out["macro_recall"] = macro_recall(y, pred, N_SG)
-    out["macro_f1"] = macro_f1(y, pred, N_SG)
-    acc, n_eval = per_class_mean(rank == 0, y, N_SG)
+    out["macro_recall"] = macro_recall(y, pred, n_cls)
+    out["macro_f1"] = macro_f1(y, pred, n_cls)
+    acc, n_eval = per_class_mean(rank == 0, y, n_cls)
     out.update(shot_accuracy(acc, counts, preset, n_eval=n_eval))
     out["n_samples"] = n
     out["n_classes_eval"] = int((n_eval > 0).sum())
@@ -113,21 +116,24 @@ def per_class_table(logits: Any, y_sg: Any, class_counts: Any, preset: str = "st
         ``n_eval``, ``accuracy`` and ``top5`` (NaN when ``n_eval`` = 0), ``most_confused`` (1-based
         space group most often predicted instead, or None) and its fraction of the class.
     """
-    z, y = _check(logits, y_sg, "metrics.per_class_table")
-    counts = as_counts(class_counts, N_SG)
+    counts = as_counts(class_counts)
+    n_cls = len(counts)   # 230 space groups, or C classes (CIFAR-LT: no symbol / crystal system)
+    z, y = _check(logits, y_sg, "metrics.per_class_table", n_cls)
     rank = true_class_rank(z, y)
     pred = z.argmax(1)
-    acc, n_eval = per_class_mean(rank == 0, y, N_SG)
-    topk, _ = per_class_mean(rank < k, y, N_SG)
+    acc, n_eval = per_class_mean(rank == 0, y, n_cls)
+    topk, _ = per_class_mean(rank < k, y, n_cls)
     wrong = pred != y
-    confusion = np.bincount(y[wrong] * N_SG + pred[wrong], minlength=N_SG * N_SG).reshape(N_SG, N_SG)
+    confusion = np.bincount(y[wrong] * n_cls + pred[wrong], minlength=n_cls * n_cls).reshape(n_cls, n_cls)
     names = shot_groups(counts, preset).names()
+    sg = n_cls == N_SG
     rows = []
-    for c in range(N_SG):
+    for c in range(n_cls):
         j = int(confusion[c].argmax())
         hit = confusion[c, j] > 0
         rows.append({
-            "sg": c + 1, "symbol": _symbol(c + 1), "crystal_system": CRYSTAL_SYSTEMS[SG_TO_CS[c]],
+            "sg": c + 1, "symbol": _symbol(c + 1) if sg else "",
+            "crystal_system": CRYSTAL_SYSTEMS[SG_TO_CS[c]] if sg else "",
             "train_count": counts[c].item(), "shot_group": names[c], "n_eval": int(n_eval[c]),
             "accuracy": float(acc[c]), "top5": float(topk[c]),
             "most_confused": j + 1 if hit else None,

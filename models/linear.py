@@ -22,8 +22,9 @@ class LinearClassifier(nn.Module):
         num_classes: output classes (230 space groups).
         dropout: dropout on h before the linear layer.
 
-    Shapes: x (B, 1, L) (or (B, L)) → {"logits": (B, num_classes), "features": (B, h_dim) h with unit
-    norm (for contrastive baselines and embeddings plots)}.
+    Shapes: x (B, 1, L) (or (B, L); images (B, 3, H, W) with an image frontend such as resnet32)
+    → {"logits": (B, num_classes), "features": (B, h_dim) h with unit norm (for contrastive
+    baselines and embeddings plots)}.
     """
 
     name = "linear"
@@ -50,8 +51,10 @@ class LinearClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.dim() == 2:
             x = x.unsqueeze(1)
-        if x.dim() != 3:
-            raise DataError(f"{self.name}: input must be (B, 1, L) or (B, L), got shape "
-                            f"{tuple(x.shape)}. Fix: batch patterns as batch['x'] (B, 1, L)")
+        # 4-D images (B, 3, H, W) only for image frontends (CIFAR-LT: resnet32)
+        if x.dim() != 3 and not (x.dim() == 4 and getattr(self.frontend, "takes_images", False)):
+            raise DataError(f"{self.name}: input must be (B, 1, L) or (B, L) (images (B, C, H, W) with an "
+                            f"image frontend), got shape {tuple(x.shape)}. Fix: batch patterns as "
+                            "batch['x'] (B, 1, L)")
         h = self.frontend(x)
         return {"logits": self.fc(self.dropout(h)), "features": F.normalize(h, dim=-1)}

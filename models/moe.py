@@ -29,6 +29,7 @@ Masking (``mask_mode``):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -201,3 +202,15 @@ class ICLMoE(nn.Module):
             "features": F.normalize(h, dim=-1),
             "proj": u,
         }
+
+
+def icl_moe_kwargs(args: Any) -> dict[str, Any]:
+    """Explicit ICLMoE keyword arguments from the model flags (the composition root adds
+    ``class_counts``, which the crystallographic gate prior is computed from)."""
+    ids = {k: [int(t) for t in str(getattr(args, k)).split(",") if t.strip()]
+           for k in ("head_experts", "tail_experts")}
+    return dict(num_experts=args.num_experts, expert_mode=args.expert_mode, mask_mode=args.mask_mode,
+                learn_gate_prior=args.learn_gate_prior, **ids)
+
+
+ICLMoE.args_to_kwargs = staticmethod(icl_moe_kwargs)
