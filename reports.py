@@ -113,10 +113,24 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser("Markdown comparison table of finished runs")
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--title", default="")
-    ap.add_argument("--out", default=None)
+    ap.add_argument("--out", default=None, help="write the table to this file")
+    ap.add_argument("--section", default=None,
+                    help="with --out: replace only the text between '<!-- SECTION:begin -->' and "
+                         "'<!-- SECTION:end -->' in the file (appended when absent)")
     a = ap.parse_args()
     table = comparison_table(a.runs, a.title)
     if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(table)
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if a.section:
+            begin, end = f"<!-- {a.section}:begin -->", f"<!-- {a.section}:end -->"
+            text = out.read_text() if out.exists() else ""
+            block = f"{begin}\n{table}{end}"
+            if begin in text and end in text:
+                text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+            else:
+                text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+            out.write_text(text)
+        else:
+            out.write_text(table)
     print(table)
