@@ -84,7 +84,8 @@ def plot_training_curves(log_jsonl_records: Sequence[dict[str, Any]], path: str 
     keys: list[str] = []
     for r in recs:
         keys += [k for k in r if k not in keys and k != "epoch" and _number(r[k]) is not None]
-    loss_keys = [k for k in keys if "loss" in k]
+    # the total and every loss component (losses log their components as l_<name>)
+    loss_keys = [k for k in keys if "loss" in k or _split_key(k)[1].startswith("l_")]
     lr_keys = [k for k in keys if k == "lr" or k.startswith("lr_") or k.endswith("_lr")]
     if acc_keys is None:
         acc_keys = [k for k in keys if k not in loss_keys and k not in lr_keys
