@@ -63,6 +63,9 @@ def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBun
     # How the training batches are drawn (views, extra loaders) travels with the bundle to
     # make_loaders and into the checkpoint's data_spec.
     bundle.spec["train_loaders"] = loader_plan(args)
+    # the training counts travel with the checkpoint: test.py on another (e.g. evaluation-only)
+    # dataset still splits classes into many/medium/few by the counts the model was trained on
+    bundle.spec["class_counts"] = np.asarray(bundle.class_counts).tolist()
     return bundle
 
 

@@ -30,7 +30,8 @@ class DataBundle:
     Attributes:
         name: dataset name (ccdc, xrd_mp, ...).
         train, val, test: datasets (val may be None; then model selection uses test, as the
-            long-tail papers do, and the run log says so).
+            long-tail papers do, and the run log says so; train is None only for
+            evaluation-only folders, which ``test.py`` reads).
         class_counts: (230,) int64 training count per space group (0-based index); (C,) for
             other label sets (CIFAR-LT).
         grid: the 2θ grid of the patterns.
@@ -39,7 +40,7 @@ class DataBundle:
     """
 
     name: str
-    train: Dataset
+    train: Dataset | None
     val: Dataset | None
     test: Dataset
     class_counts: np.ndarray

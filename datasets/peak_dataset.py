@@ -185,7 +185,9 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
     data_grid, meta = _grid_of(root)
     cfg = render if isinstance(render, RenderConfig) else RenderConfig.from_dict(render)
     paths = {s: root / f"peaks_{s}.npz" for s in ("train", "val", "test")}
-    tables = {s: PeakTable.load(p) for s, p in paths.items() if s != "val" or p.is_file()}
+    # an evaluation-only folder (dataset.json "eval_only", e.g. datasets.external) has no train split
+    optional = {"val", "train"} if meta.get("eval_only") else {"val"}
+    tables = {s: PeakTable.load(p) for s, p in paths.items() if s not in optional or p.is_file()}
     if options:
         logger.debug(f"peaks reader ignores options {sorted(options)}")
     splits = {s: (PeakListDataset(t), t.wavelength, str(paths[s])) for s, t in tables.items()}
@@ -208,8 +210,9 @@ def bundle_from_peak_datasets(root: Path, splits: dict[str, tuple[Any, float, st
     if len(eval_lams) > 1:
         raise fail(DataError, root, f"val and test peak lists use different wavelengths {sorted(eval_lams)}",
                    "regenerate them at one wavelength")
-    train = splits["train"][0]
-    from_labels = counts_from_labels(train.labels)
+    train = splits["train"][0] if "train" in splits else None
+    # evaluation-only folders: counts come from a sg_count file or the checkpoint (test.py)
+    from_labels = counts_from_labels(train.labels if train is not None else np.zeros(0, np.int64))
     candidates = [Path(sg_count_path)] if sg_count_path else [root / f"{name}_sg_count.csv",
                                                                root / "sg_count.csv"]
     counts, counts_src = from_labels, "training labels"
@@ -221,7 +224,8 @@ def bundle_from_peak_datasets(root: Path, splits: dict[str, tuple[Any, float, st
                 logger.warning(f"{p}: counts differ from the training labels (e.g. space group {g + 1}: "
                                f"{counts[g]} vs {from_labels[g]}); using the file")
             break
-    lam_train, lam_eval = splits["train"][1], splits["test"][1]
+    lam_eval = splits["test"][1]
+    lam_train = splits["train"][1] if "train" in splits else lam_eval
     spec = {"name": name, "format": fmt, "grid": grid.to_dict(), "render": cfg.to_dict(),
             "method": method, "wavelength": {s: v[1] for s, v in splits.items()},
             "files": {s: v[2] for s, v in splits.items()}, "class_counts_source": counts_src,

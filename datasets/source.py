@@ -35,7 +35,7 @@ def resolve_data_source(data_format: str = "auto", use_processed_npy: bool = Fal
                    "the folder of your data")
     if data_format != "auto":
         return data_format, root
-    if (root / "peaks_train.npz").is_file():
+    if (root / "peaks_train.npz").is_file() or (root / "peaks_test.npz").is_file():
         return "peaks", root
     if (root / "lmdb" / "train" / "data.mdb").is_file() or (root / "train" / "data.mdb").is_file():
         return "lmdb", root
