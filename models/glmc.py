@@ -19,10 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import check_positive, jsonable
+from models.layers import as_model_input, check_positive, jsonable
 from models.registry import FRONTENDS, MODELS
 from utils.crystal import N_SG
-from utils.errors import DataError
 
 
 @MODELS.register("glmc")
@@ -60,11 +59,7 @@ class GLMCNet(nn.Module):
         return list(self.fc_cb.parameters())
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        if x.dim() not in (3, 4):  # 4-D: images for an image frontend (CIFAR-LT checks)
-            raise DataError(f"{self.name}: input must be (B, 1, L) or (B, L), got shape "
-                            f"{tuple(x.shape)}. Fix: batch patterns as batch['x'] (B, 1, L)")
+        x = as_model_input(x, self.frontend, self.name)
         h = self.frontend(x)
         out = {"logits": self.fc_cb(h), "features": F.normalize(h, dim=-1)}
         if self.training:  # fc, g and q are training-only (the paper infers with fc_cb alone)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
 
 
 def make_divisible(value: float, divisor: int = 4, min_value: int | None = None) -> int:
@@ -155,3 +155,14 @@ class CosineClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cosine_logits(x, self.weight, self.scale)
+
+
+def as_model_input(x: torch.Tensor, frontend: nn.Module, where: str) -> torch.Tensor:
+    """(B, L) → (B, 1, L); accept (B, C, L), and (B, C, H, W) only for image frontends
+    (``takes_images = True``, CIFAR-LT); anything else is a DataError naming the fix."""
+    if x.dim() == 2:
+        x = x.unsqueeze(1)
+    if x.dim() == 3 or (x.dim() == 4 and getattr(frontend, "takes_images", False)):
+        return x
+    raise DataError(f"{where}: input must be (B, 1, L) or (B, L) (images (B, C, H, W) with an image "
+                    f"frontend), got shape {tuple(x.shape)}. Fix: batch patterns as batch['x'] (B, 1, L)")

@@ -38,10 +38,10 @@ from torch import nn
 from models.experts import EXPERT_MODES
 from models.gate import GATE_PRIOR_MODES, RuleGate, check_expert_ids
 from models.gate import gate_prior as build_gate_prior
-from models.layers import CosineClassifier, check_positive, jsonable
+from models.layers import CosineClassifier, as_model_input, check_positive, jsonable
 from models.registry import FRONTENDS, MODELS
 from utils.crystal import N_CS, N_SG, SG_TO_CS, cs_sg_mask
-from utils.errors import ConfigError, DataError
+from utils.errors import ConfigError
 
 MASK_MODES = ("hard", "soft", "none")
 MASK_PENALTY = 1e4
@@ -179,11 +179,7 @@ class ICLMoE(nn.Module):
         return [self.experts.weight]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        if x.dim() != 3:
-            raise DataError(f"{self.name}: input must be (B, 1, L) or (B, L), got shape "
-                            f"{tuple(x.shape)}. Fix: batch patterns as batch['x'] (B, 1, L)")
+        x = as_model_input(x, self.frontend, self.name)
         fmap = self.frontend.forward_features(x)                  # (B, h_dim, T)
         h = self.frontend.pool(fmap)                              # (B, h_dim)
         u = self.proj(h)                                          # (B, d)

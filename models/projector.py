@@ -14,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import check_positive, jsonable
+from models.layers import as_model_input, check_positive, jsonable
 from models.registry import FRONTENDS, MODELS
 from utils.crystal import N_SG
-from utils.errors import ConfigError, DataError
+from utils.errors import ConfigError
 
 
 class Projector(nn.Module):
@@ -68,12 +68,7 @@ class GHLinear(nn.Module):
         return list(self.fc.parameters())
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() == 2:
-            x = x.unsqueeze(1)
-        if x.dim() != 3 and not (x.dim() == 4 and getattr(self.frontend, "takes_images", False)):
-            raise DataError(f"{self.name}: input must be (B, 1, L) or (B, L) (images (B, C, H, W) with an "
-                            f"image frontend), got shape {tuple(x.shape)}. Fix: batch patterns as "
-                            "batch['x'] (B, 1, L)")
+        x = as_model_input(x, self.frontend, self.name)
         h = self.frontend(x)
         out = {"logits": self.fc(h.detach() if self.detach_classifier else h),
                "features": F.normalize(h, dim=-1)}
