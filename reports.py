@@ -84,14 +84,16 @@ COLUMNS = (("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"), ("up to enantiomorp
            ("many", "many_acc"), ("medium", "medium_acc"), ("few", "few_acc"))
 
 
-def comparison_table(run_dirs: list[str | Path], title: str = "") -> str:
-    """Markdown table of finished runs (``test_metrics.json`` + ``log.jsonl`` + ``args.yaml``)."""
+def comparison_table(run_dirs: list[str | Path], title: str = "", metrics_subdir: str = "") -> str:
+    """Markdown table of finished runs (``test_metrics.json`` + ``log.jsonl`` + ``args.yaml``);
+    with ``metrics_subdir`` the metrics come from ``RUN/<subdir>/test_metrics.json`` (a
+    ``test.py --out_dir`` evaluation on another dataset)."""
     import yaml
 
     head = "| method | model | " + " | ".join(c for c, _ in COLUMNS) + " | s/epoch | epochs (best) |"
     lines = [f"### {title}" if title else "", "", head, "|" + "---|" * (len(COLUMNS) + 4)]
     for rd in map(Path, run_dirs):
-        m = json.loads((rd / "test_metrics.json").read_text())
+        m = json.loads((rd / metrics_subdir / "test_metrics.json").read_text())
         log = JsonlWriter(rd / "log.jsonl").read()
         args = yaml.safe_load((rd / "args.yaml").read_text())
         vals = [f"{100 * m[k]:.1f}" if m.get(k) is not None else "–" for _, k in COLUMNS]
@@ -99,7 +101,7 @@ def comparison_table(run_dirs: list[str | Path], title: str = "") -> str:
         best = log[-1].get("best_epoch", "?") if log else "?"
         lines.append(f"| {args['method']} | {args.get('model') or 'default'} ({args['frontend_type']}) | "
                      + " | ".join(vals) + f" | {ep_time:.1f} | {len(log)} ({best}) |")
-    n = json.loads((Path(run_dirs[0]) / "test_metrics.json").read_text()) if run_dirs else {}
+    n = json.loads((Path(run_dirs[0]) / metrics_subdir / "test_metrics.json").read_text()) if run_dirs else {}
     lines.append("")
     lines.append(f"Accuracies in % on the test split (best.pt by validation SG top-1); shot groups by "
                  f"training count: many >100 ({n.get('n_many')} classes), medium 20–100 "
@@ -113,12 +115,13 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser("Markdown comparison table of finished runs")
     ap.add_argument("--runs", nargs="+", required=True)
     ap.add_argument("--title", default="")
+    ap.add_argument("--metrics_subdir", default="", help="read RUN/SUBDIR/test_metrics.json")
     ap.add_argument("--out", default=None, help="write the table to this file")
     ap.add_argument("--section", default=None,
                     help="with --out: replace only the text between '<!-- SECTION:begin -->' and "
                          "'<!-- SECTION:end -->' in the file (appended when absent)")
     a = ap.parse_args()
-    table = comparison_table(a.runs, a.title)
+    table = comparison_table(a.runs, a.title, a.metrics_subdir)
     if a.out:
         out = Path(a.out)
         out.parent.mkdir(parents=True, exist_ok=True)
