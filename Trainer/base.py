@@ -91,6 +91,7 @@ class Trainer:
         self.skipped_batches = 0
         self._grad_warns: list[tuple[int, float]] = []
         self.evaluator = Evaluator(model, self.class_counts, self.device, amp_dtype, False)
+        self.last_pred: dict[str, np.ndarray] = {}
         self.writer = JsonlWriter(self.run_dir / "log.jsonl") if self.run_dir else None
 
     # ------------------------------------------------------------------ one step
@@ -179,7 +180,10 @@ class Trainer:
         return self.evaluator.predict(loader)
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
-        return self.evaluator.evaluate(loader)
+        """Metrics of ``loader``; the stacked predictions stay in ``self.last_pred`` for callbacks
+        (e.g. wandb's gate usage per crystal system)."""
+        self.last_pred = self.predict(loader)
+        return self.evaluator.summarize(self.last_pred)
 
     def fit(self) -> dict[str, Any] | None:
         """Train from ``start_epoch`` to ``epochs``; returns the final test metrics of best.pt, or

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from metrics import summarize
+from metrics import gate_usage, summarize
 
 KEEP = ("logits", "cs_logits", "gate")
 
@@ -55,7 +55,12 @@ class Evaluator:
         return {k: np.concatenate(v) for k, v in acc.items()}
 
     def summarize(self, pred: dict[str, np.ndarray]) -> dict[str, float]:
-        return summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"))
+        """The metric summary, plus the mean gate weight per expert (``gate_e*``, ``gate_active``)
+        for MoE models, so that a collapsing gate shows up in ``log.jsonl`` epoch by epoch."""
+        out = summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"))
+        if "gate" in pred:
+            out.update(gate_usage(pred["gate"]))
+        return out
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         return self.summarize(self.predict(loader))

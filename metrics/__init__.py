@@ -23,6 +23,8 @@ from metrics.crystal import (
     enantiomorph_correct,
     extinction_accuracy,
     extinction_correct,
+    gate_usage,
+    gate_usage_by_cs,
     sg_to_cs_np,
 )
 from metrics.longtail import ICL_XRD_REFERENCE_N, SHOT_PRESETS, ShotGroups, shot_accuracy, shot_groups
@@ -40,6 +42,7 @@ __all__ = [
     "ICL_XRD_REFERENCE_N", "PER_CLASS_COLUMNS", "SHOT_PRESETS", "ShotGroups",
     "confusion_matrix", "cs_accuracy_from_sg", "cs_correct_from_sg", "cs_head_accuracy",
     "enantiomorph_accuracy", "enantiomorph_correct", "extinction_accuracy", "extinction_correct",
+    "gate_usage", "gate_usage_by_cs",
     "macro_f1", "macro_recall", "per_class_accuracy", "per_class_mean", "per_class_table",
     "plot_cs_confusion", "plot_gate_heatmap", "plot_lr_schedule", "plot_per_class_vs_count",
     "plot_sg_confusion_by_cs", "plot_training_curves", "precision_recall_f1", "sg_to_cs_np",

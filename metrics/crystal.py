@@ -84,3 +84,41 @@ def cs_head_accuracy(cs_logits: Any, y_cs: Any) -> float:
         raise fail(DataError, "metrics.cs_head_accuracy", f"cs_logits has shape {z.shape}, "
                    f"expected ({len(y)}, {N_CS})", "pass the model's 'cs_logits' for these samples")
     return _mean(z.argmax(1) == y)
+
+
+def gate_usage_by_cs(gate: Any, y_cs: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Mean gate weight of each expert for the samples of each crystal system.
+
+    Args:
+        gate: (N, K) gate weights of the MoE head (rows sum to 1).
+        y_cs: (N,) crystal system of each sample (0..6), true or predicted.
+
+    Returns:
+        ``(mean, n)``: (7, K) mean gate weight per crystal system and expert (NaN rows for a
+        system without samples) and the (7,) sample counts.
+    """
+    g = np.asarray(gate.detach().cpu().numpy() if hasattr(gate, "detach") else gate, dtype=float)
+    if g.ndim != 2:
+        raise fail(DataError, "gate", f"expected (N, K) gate weights, got shape {g.shape}",
+                   "pass outputs['gate'] stacked over the evaluation set")
+    y = as_labels(y_cs, N_CS, "y_cs")
+    if len(y) != len(g):
+        raise fail(DataError, "gate", f"{len(g)} gate rows but {len(y)} labels",
+                   "pass the gate and the labels of the same samples")
+    n = np.bincount(y, minlength=N_CS)
+    sums = np.stack([np.bincount(y, weights=g[:, e], minlength=N_CS) for e in range(g.shape[1])], 1)
+    mean = np.where(n[:, None] > 0, sums / np.maximum(n, 1)[:, None], np.nan)
+    return mean, n
+
+
+def gate_usage(gate: Any) -> dict[str, float]:
+    """Mean gate weight per expert over all samples, ``{'gate_e0': ..., 'gate_e{K-1}': ...}``, and
+    ``gate_active``: how many experts carry at least half their uniform share (1/(2K)) — a
+    collapsed gate (all weight on a few experts) shows up as a small number."""
+    g = np.asarray(gate.detach().cpu().numpy() if hasattr(gate, "detach") else gate, dtype=float)
+    if g.ndim != 2 or len(g) == 0:
+        return {}
+    use = g.mean(0)
+    out = {f"gate_e{e}": float(u) for e, u in enumerate(use)}
+    out["gate_active"] = float((use >= 0.5 / g.shape[1]).sum())
+    return out

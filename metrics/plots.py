@@ -19,6 +19,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from metrics._common import as_labels, to_numpy
+from metrics.crystal import gate_usage_by_cs
 from metrics.longtail import GROUPS, shot_groups
 from utils.crystal import CRYSTAL_SYSTEMS, N_CS, N_SG, SG_TO_CS
 
@@ -238,12 +239,8 @@ def plot_gate_heatmap(gate: Any, y_cs: Any, path: str | os.PathLike) -> Path:
         gate: (N, K) gate weights (rows sum to 1).
         y_cs: (N,) crystal system of each sample (0..6), true or predicted.
     """
-    g = np.asarray(to_numpy(gate), dtype=float)
-    y = as_labels(y_cs, N_CS, "y_cs")
-    k = g.shape[1]
-    n = np.bincount(y, minlength=N_CS)
-    sums = np.stack([np.bincount(y, weights=g[:, e], minlength=N_CS) for e in range(k)], 1)
-    mean = np.where(n[:, None] > 0, sums / np.maximum(n, 1)[:, None], np.nan)
+    mean, n = gate_usage_by_cs(gate, y_cs)
+    k = mean.shape[1]
     fig = Figure(figsize=(1.0 * k + 3.5, 5.5))
     ax = fig.subplots()
     vmax = float(np.nanmax(mean)) if np.isfinite(mean).any() else 1.0
