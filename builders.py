@@ -14,15 +14,18 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from loguru import logger
 from torch.utils.data import DataLoader
 
 from datasets import READERS, DataBundle, resolve_data_source
-from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler
+from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler, ShardSampler
 from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels, reseeded, with_views
 from loss import LOSSES
 from models import MODELS, create_model
-from utils.errors import ConfigError
+from utils import distributed as ddp
+from utils.errors import CheckpointError, ConfigError
+from utils.logging import setup_logging
 from utils.rule_matrix import build_rule_matrix, load_rule_matrix
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
@@ -43,6 +46,31 @@ def resolve_device(spec: str) -> torch.device:
         logger.warning(f"--device {spec}: CUDA is not available, running on CPU")
         return torch.device("cpu")
     return torch.device(f"cuda:{int(spec)}")
+
+
+def init_distributed(device: torch.device) -> torch.device:
+    """Under ``torchrun`` join the process group (gloo on CPU, nccl with one GPU per process) and
+    quiet the ranks other than 0 to warnings; a plain ``python train.py`` is left untouched."""
+    device = ddp.init_from_env(device)
+    if not ddp.is_main():
+        setup_logging(None, "WARNING")
+    return device
+
+
+def open_run_dir(args: argparse.Namespace, model_name: str) -> Path:
+    """Create the run directory, log into its ``train.log`` and write ``args.yaml``.
+
+    Under ``torchrun`` rank 0 names the directory (timestamps differ per process) and is the only
+    writer; every rank returns rank 0's path.
+    """
+    run_dir = Path(ddp.broadcast_object(str(make_run_dir(args, model_name)) if ddp.is_main() else None))
+    if not ddp.is_main():
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(run_dir / "train.log" if args.save_log else None, args.log_level)
+    with open(run_dir / "args.yaml", "w") as fh:
+        yaml.safe_dump(vars(args), fh, sort_keys=True)
+    return run_dir
 
 
 def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBundle:
@@ -90,24 +118,31 @@ def loader_plan(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: int,
-                 device: torch.device, plan: dict[str, Any] | None = None) -> dict[str, DataLoader | None]:
+                 device: torch.device, plan: dict[str, Any] | None = None, num_replicas: int = 1,
+                 rank: int = 0) -> dict[str, DataLoader | None]:
     """``train`` / ``val`` / ``test`` loaders, plus the method's extra training loaders.
 
     Args:
         plan: :func:`loader_plan` (default: the one :func:`build_data` stored in ``bundle.spec``,
             else plain single-view loaders).
+        num_replicas, rank: with several processes every loader yields this rank's strided share
+            of the epoch order (:class:`ShardSampler`); ``batch_size`` is per process.
     """
     plan = bundle.spec.get("train_loaders", {}) if plan is None else plan
     pin = device.type == "cuda"
 
+    def shard(sampler):
+        return sampler if num_replicas <= 1 else ShardSampler(sampler, num_replicas, rank)
+
     def loader(ds, collate, train: bool) -> DataLoader | None:
         if ds is None:
             return None
-        return DataLoader(ds, batch_size=batch_size, sampler=EpochShuffleSampler(len(ds), seed, train),
+        sampler = shard(EpochShuffleSampler(len(ds), seed, train))
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler,
                           collate_fn=collate, num_workers=num_workers, pin_memory=pin,
                           persistent_workers=False,
                           # a last training batch of 1 breaks BatchNorm on the length-1 feature map
-                          drop_last=train and len(ds) > batch_size)
+                          drop_last=train and len(sampler) > batch_size)
 
     g = bundle.grid
     train_collate = with_views(bundle.train_collate, int(plan.get("n_views", 1)), seed,
@@ -119,11 +154,13 @@ def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: in
     for name, spec in plan.get("extra", {}).items():
         # With replacement, so one sample can be drawn twice per epoch: draws are tagged with their
         # position, which keys their augmentations (two draws, two different patterns).
-        sampler = ClassBalancedSampler(dataset_labels(bundle.train), spec["q"], seed)
+        # (sharded after tagging: the tags stay global positions, so no two ranks share a key)
+        draws = ClassBalancedSampler(dataset_labels(bundle.train), spec["q"], seed)
+        sampler = shard(DrawTaggedSampler(draws))
         loaders[name] = DataLoader(
-            DrawTaggedDataset(bundle.train), batch_size=batch_size, sampler=DrawTaggedSampler(sampler),
+            DrawTaggedDataset(bundle.train), batch_size=batch_size, sampler=sampler,
             collate_fn=reseeded(train_collate, seed + EXTRA_LOADER_SEED_SALT), num_workers=num_workers,
-            pin_memory=pin, persistent_workers=False, drop_last=len(bundle.train) > batch_size)
+            pin_memory=pin, persistent_workers=False, drop_last=len(sampler) > batch_size)
     return loaders
 
 
@@ -160,6 +197,24 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
 def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
     cfg = dict(cfg)
     return create_model(cfg.pop("name"), **cfg)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path) -> torch.nn.Module:
+    """Rebuild the model from the checkpoint alone (``model_config`` + ``model`` weights); a
+    checkpoint without a usable config or with weights that do not fit it is a CheckpointError."""
+    cfg = ckpt.get("model_config")
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("name"), str):
+        raise CheckpointError(f"{source}: no 'model_config' to rebuild the model from. Fix: pass a "
+                              "best.pt/last.pt written by train.py of this framework")
+    try:
+        model = build_model(cfg)
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{source}: the weights do not fit the stored model config "
+                              f"({type(exc).__name__}: {str(exc)[:200]}). Fix: the checkpoint was "
+                              "edited or comes from another version; retrain or use the run's other "
+                              "checkpoint") from exc
+    return model
 
 
 def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, float]:

@@ -61,8 +61,7 @@ def predict_files(ckpt_path: str, files: list[Path], wavelength: float | None = 
     ckpt = load_checkpoint(ckpt_path)
     grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
     dev = builders.resolve_device(device)
-    model = builders.build_model(ckpt["model_config"]).to(dev).eval()
-    model.load_state_dict(ckpt["model"])
+    model = builders.model_from_checkpoint(ckpt, ckpt_path).to(dev).eval()
     rows = []
     for f in files:
         x = torch.as_tensor(pattern_on_grid(f, grid, wavelength=wavelength), dtype=torch.float32)

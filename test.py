@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
     model_grid.check_compatible(bundle.grid, source=args.data_dir or args.processed_data_dir or "data")
     counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", bundle.class_counts))
-    model = builders.build_model(ckpt["model_config"]).to(device)
-    model.load_state_dict(ckpt["model"])
+    model = builders.model_from_checkpoint(ckpt, args.ckpt).to(device)
     loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
     loader = loaders[args.split]
     if loader is None:
@@ -72,4 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import XRDError
+
+    try:
+        main()
+    except XRDError as exc:  # a documented error (bad data/checkpoint/flags): one clear line
+        raise SystemExit(f"{type(exc).__name__}: {exc}") from None

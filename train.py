@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import torch
-import yaml
 from loguru import logger
 
 import builders
 import reports
-from config.args import get_args_parser, parse_args
+from config.args import apply_overrides, get_args_parser, parse_args
 from loss import LOSSES, loss_kwargs
 from Trainer import TRAINERS, LRSchedule
+from utils import distributed as ddp
 from utils.checkpoint import find_resume, load_checkpoint
-from utils.logging import setup_logging
 from utils.seed import seed_everything
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -49,26 +49,32 @@ def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     # ---- phase 1: configuration -------------------------------------------------------------
     argv = with_default_preset(list(sys.argv[1:] if argv is None else argv))
-    args = parse_args(argv, get_parser(argv))
+    args = parse_args(argv, parser := get_parser(argv))
+    callbacks = []
+    if os.environ.get("NNI_PLATFORM"):  # an NNI trial: the tuner's {flag: value} override the flags
+        from Trainer.callbacks import NniCallback
+        callbacks.append(nni_cb := NniCallback())
+        args = apply_overrides(args, nni_cb.parameters, parser)
+        args.run_dir = os.path.join(args.output_dir, "nni", nni_cb.experiment_id, nni_cb.trial_id)
     seed_everything(args.seed)
-    device = builders.resolve_device(args.device)
+    device = builders.init_distributed(builders.resolve_device(args.device))  # torchrun: see README
 
     # ---- phase 2: data, rules, model, loss ----------------------------------------------------
     bundle = builders.build_data(args)
-    loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
+    loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device,
+                                    num_replicas=ddp.world_size(), rank=ddp.rank())
     rules = builders.load_rules(args.rule_matrix_path)
     model_cfg = builders.model_kwargs(args, bundle.class_counts, bundle.grid.n_points)
     model = builders.build_model(model_cfg).to(device)
+    if args.compile:  # in place: state_dict keys (checkpoints) stay those of the bare model
+        model.compile()
     loss_fn = LOSSES.build(args.method, **loss_kwargs(args.method, args, bundle.class_counts, rules))
     loss_fn = loss_fn.to(device)
     optimizer, base_lr = builders.build_optimizer(args, model)
+    model = ddp.wrap_ddp(model, device, args.ddp_find_unused_parameters)  # no-op in one process
 
     # ---- phase 3: run directory and logging ---------------------------------------------------
-    run_dir = builders.make_run_dir(args, model_cfg["name"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir / "train.log" if args.save_log else None, args.log_level)
-    with open(run_dir / "args.yaml", "w") as fh:
-        yaml.safe_dump(vars(args), fh, sort_keys=True)
+    run_dir = builders.open_run_dir(args, model_cfg["name"])  # under torchrun rank 0 writes
     reports.log_data_profile(bundle)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(f"run dir {run_dir} | model {model_cfg['name']} ({n_params / 1e6:.2f} M params) | "
@@ -83,23 +89,24 @@ def main(argv: list[str] | None = None) -> dict:
                           early_decay_target_lr=args.early_decay_target_lr,
                           lr_restart_enabled=args.lr_restart_enabled,
                           restart_patience=args.lr_restart_patience)
-    callbacks = []
-    if args.use_wandb:
+    if args.use_wandb and ddp.is_main():
         from Trainer.callbacks import WandbCallback
         callbacks.append(WandbCallback(args.wandb_project, run_dir, vars(args), run_dir.name))
     trainer_cls = TRAINERS.get(getattr(LOSSES.get(args.method), "trainer", "default"))
     trainer = trainer_cls(
         model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, loaders=loaders,
-        class_counts=bundle.class_counts, run_dir=run_dir, epochs=args.epochs, device=device,
+        class_counts=bundle.class_counts, run_dir=run_dir if ddp.is_main() else None,
+        epochs=args.epochs, device=device,
         max_grad_norm=args.max_grad_norm,
         grad_warn_threshold=None if args.disable_grad_warn else args.grad_warn_threshold,
         skip_nonfinite=args.skip_nonfinite, early_stop_patience=args.early_stop_patience,
-        amp_dtype=AMP[args.amp], callbacks=callbacks, show_progress=sys.stderr.isatty(),
+        amp_dtype=AMP[args.amp], callbacks=callbacks, show_progress=sys.stderr.isatty() and ddp.is_main(),
         stop_after_epoch=args.stop_after_epoch,
         extra_state={"args": vars(args), "model_config": model_cfg, "data_spec": bundle.spec})
 
     # ---- phase 4: resume ----------------------------------------------------------------------
-    ckpt = find_resume(run_dir) if args.resume == "auto" else (args.resume or None)
+    # rank 0 decides (a node that cannot see the file then fails loudly instead of starting afresh)
+    ckpt = ddp.broadcast_object(find_resume(run_dir) if args.resume == "auto" else (args.resume or None))
     if ckpt:
         trainer.load_state_dict(load_checkpoint(ckpt, map_location=device))
         logger.info(f"resumed from {ckpt} at epoch {trainer.start_epoch}")
@@ -108,7 +115,9 @@ def main(argv: list[str] | None = None) -> dict:
     test_metrics = trainer.fit()
     if test_metrics is None:  # --stop_after_epoch: checkpointed, nothing to report yet
         return {"run_dir": str(run_dir), "test": None, "best_epoch": trainer.best_epoch}
-    pred = trainer.predict(loaders["test"])
+    pred = trainer.predict(loaders["test"])  # under torchrun every rank takes part; rank 0 reports
+    if not ddp.is_main():
+        return {"run_dir": str(run_dir), "test": test_metrics, "best_epoch": trainer.best_epoch}
     reports.write_test_reports(run_dir, pred, bundle.class_counts, test_metrics)
     reports.plot_run(run_dir, schedule)
     for cb in callbacks:
@@ -122,4 +131,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import XRDError
+
+    try:
+        main()
+    except XRDError as exc:  # a documented error (bad data/checkpoint/flags): one clear line
+        raise SystemExit(f"{type(exc).__name__}: {exc}") from None

@@ -5,6 +5,11 @@ Every epoch appends one JSON line to ``log.jsonl`` and writes ``last.pt`` atomic
 is written when the monitored validation metric improves. Resuming restores model, optimiser,
 scaler, loss buffers, schedule state, epoch, best metric and RNG states, and data order/augment
 randomness are functions of (seed, epoch, index), so "2 epochs" == "1 epoch + resume + 1 epoch".
+
+Under ``torchrun`` the model may arrive wrapped in ``DistributedDataParallel`` and the loaders
+sharded: checkpoints store the bare model, training meters are reduced over ranks, evaluation
+gathers every rank's predictions (the same metrics, hence the same decisions, on every rank), a
+non-finite loss is skipped on all ranks or none, and only the rank given a ``run_dir`` writes.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from tqdm import tqdm
 from Trainer.evaluator import Evaluator, to_device
 from Trainer.registry import TRAINERS
 from Trainer.schedule import LRSchedule
-from utils.checkpoint import atomic_save
+from utils.checkpoint import atomic_save, load_checkpoint
+from utils.distributed import all_reduce_max, all_reduce_sum, all_true, broadcast_module, is_main, unwrap
 from utils.errors import XRDError
 from utils.logging import JsonlWriter
 from utils.meters import MeterDict
@@ -110,7 +116,8 @@ class Trainer:
     def backward_step(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> dict[str, float]:
         """Check finiteness, backward, clip, warn, step; returns the components as floats."""
         loss = losses["loss"]
-        if not torch.isfinite(loss):
+        # collective under DDP: a batch skipped on one rank is skipped on all (else backward hangs)
+        if not all_true(bool(torch.isfinite(loss))):
             bad = [k for k, v in losses.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
             msg = f"non-finite loss at epoch {epoch} step {step} (components: {', '.join(bad)})"
             if not self.skip_nonfinite:
@@ -163,17 +170,21 @@ class Trainer:
             if stats:
                 meters.update(stats, bs)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}")
-        if self._grad_warns:
+        if self._grad_warns and is_main():  # norms are of the all-reduced gradient: warn once
             worst = max(self._grad_warns, key=lambda t: t[1])
             logger.warning(f"epoch {epoch + 1}: pre-clip grad norm above {self.grad_warn_threshold} in "
                            f"{len(self._grad_warns)}/{n_steps} steps (max {worst[1]:.1f} at step "
                            f"{worst[0]}); "
                            "clipped to --max_grad_norm (silence: --disable_grad_warn)")
-        avg = {f"train_{k}": v for k, v in meters.averages().items()}
+        # under DDP: sample-weighted means over all ranks, samples/s of the whole group
+        tot = all_reduce_sum({**{f"s/{k}": m.sum for k, m in meters.meters.items()},
+                              **{f"n/{k}": m.count for k, m in meters.meters.items()}, "seen": seen})
+        avg = {f"train_{k}": tot[f"s/{k}"] / max(tot[f"n/{k}"], 1) for k in meters.meters}
         avg["grad_warn_steps"] = len(self._grad_warns)
         avg["lr"] = self.schedule.lr(epoch, max(n_steps - 1, 0))
-        avg["train_samples_per_s"] = seen / max(time.perf_counter() - t0, 1e-9)
-        avg["epoch_time_s"] = time.perf_counter() - t0
+        elapsed = all_reduce_max({"t": time.perf_counter() - t0})["t"]
+        avg["train_samples_per_s"] = tot["seen"] / max(elapsed, 1e-9)
+        avg["epoch_time_s"] = elapsed
         return avg
 
     def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
@@ -232,8 +243,9 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Evaluate the test split with the best weights (the last ones if none was saved)."""
         if self.run_dir and (self.run_dir / "best.pt").is_file():
-            best = torch.load(self.run_dir / "best.pt", map_location=self.device, weights_only=True)
-            self.model.load_state_dict(best["model"])
+            best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
+            unwrap(self.model).load_state_dict(best["model"])
+        broadcast_module(unwrap(self.model))  # under DDP only rank 0 (the writer) has a run_dir
         test = self.evaluate(self.loaders["test"])
         for cb in self.callbacks:
             if hasattr(cb, "on_fit_end"):
@@ -242,14 +254,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+        return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "loss": self.loss_fn.state_dict(), "epoch": self.start_epoch,
                 "best": {"value": self.best, "epoch": self.best_epoch, "stale": self.stale_epochs},
                 "rng": get_rng_state(), "skipped_batches": self.skipped_batches, **self.extra_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
+        unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.schedule.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])

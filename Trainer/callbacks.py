@@ -1,4 +1,5 @@
-"""Callbacks: wandb (optional, imported lazily) — the Trainer never imports wandb itself."""
+"""Callbacks: wandb and NNI (optional, imported lazily) — the Trainer never imports wandb or
+nni itself."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 from loguru import logger
 
 from metrics import gate_usage_by_cs
+from utils import distributed as ddp
 from utils.crystal import CRYSTAL_SYSTEMS, N_SG, SG_TO_CS
 
 WANDB_HOST = "https://api.wandb.ai"
@@ -143,8 +145,9 @@ class NniCallback:
     def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
         monitor = getattr(trainer, "monitor", "sg_top1")
         key = next((k for k in (f"val_{monitor}", f"test_{monitor}") if k in record), None)
-        if key is not None:
+        if key is not None and ddp.is_main():  # under torchrun one report per trial, from rank 0
             self.nni.report_intermediate_result(_finite_or_zero(record[key]))
 
     def on_fit_end(self, trainer: Any, test_metrics: dict[str, float]) -> None:
-        self.nni.report_final_result(_finite_or_zero(trainer.best))
+        if ddp.is_main():
+            self.nni.report_final_result(_finite_or_zero(trainer.best))

@@ -11,6 +11,7 @@ from torch import nn
 from tqdm import tqdm
 
 from metrics import gate_usage, summarize
+from utils.distributed import broadcast_module, gather_interleaved, unwrap
 
 KEEP = ("logits", "cs_logits", "gate")
 
@@ -37,22 +38,35 @@ class Evaluator:
 
     @torch.no_grad()
     def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
-        """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``."""
-        was_training = self.model.training
-        self.model.eval()
+        """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``.
+
+        A loader whose sampler is sharded over ranks (``num_replicas`` > 1, ``total`` items: see
+        ``datasets.samplers.ShardSampler``) makes this a collective call: every rank predicts its
+        share with rank 0's buffers, and every rank returns the whole split in order.
+        """
+        model = unwrap(self.model)  # the bare model: no DDP collectives per forward
+        sampler = getattr(loader, "sampler", None)
+        sharded = getattr(sampler, "num_replicas", 1) > 1
+        if sharded:
+            broadcast_module(model, buffers_only=True)
+        was_training = model.training
+        model.eval()
         acc: dict[str, list[np.ndarray]] = {}
         for batch in tqdm(loader, desc="eval", leave=False, disable=not self.show_progress):
             batch = to_device(batch, self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                out = self.model(batch["x"])
+                out = model(batch["x"])
             for k in KEEP:
                 if k in out:
                     acc.setdefault(k, []).append(out[k].float().cpu().numpy())
             for k in ("y_sg", "y_cs", "idx"):
                 acc.setdefault(k, []).append(batch[k].cpu().numpy())
-        self.model.train(was_training)
-        return {k: np.concatenate(v) for k, v in acc.items()}
+        model.train(was_training)
+        pred = {k: np.concatenate(v) for k, v in acc.items()}
+        if sharded:  # sorted: every rank gathers the keys in the same order
+            pred = {k: gather_interleaved(v, sampler.total) for k, v in sorted(pred.items())}
+        return pred
 
     def summarize(self, pred: dict[str, np.ndarray]) -> dict[str, float]:
         """The metric summary, plus the mean gate weight per expert (``gate_e*``, ``gate_active``)

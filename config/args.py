@@ -8,6 +8,7 @@ YAML presets only set argparse defaults (timm habit); the command line always wi
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 from typing import Any
 
@@ -119,7 +120,15 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--stop_after_epoch", type=int, default=0,
                    help="exit (checkpointed) after this epoch, e.g. to fit a job time limit; continue "
                         "with --resume auto (0 = run to --epochs)")
-    t.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"], help="autocast dtype")
+    t.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
+                   help="autocast dtype (bf16: CPUs with AVX512-BF16/AMX and recent GPUs; see "
+                        "BENCHMARKS.md for speed and accuracy)")
+    t.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (inductor; needs a C++ compiler on CPU); the first "
+                        "steps compile, checkpoints are unchanged")
+    t.add_argument("--ddp_find_unused_parameters", action="store_true",
+                   help="under torchrun: let DDP tolerate parameters without a gradient in a step "
+                        "(only when DDP's error asks for it; costs a graph walk per step)")
 
     lg = p.add_argument_group("log")
     lg.add_argument("--save_log", type=str2bool, default=True, help="write train.log (True/False)")
@@ -149,18 +158,27 @@ def apply_overrides(args: argparse.Namespace, overrides: dict[str, Any],
     """Apply ``{flag: value}`` (an NNI parameter dict or a preset) with unknown-key and type checks.
 
     A value is converted to the type of the current value (bool via :func:`str2bool`); an unknown
-    key or a value that does not convert raises :class:`ConfigError` naming the key.
+    key or a value that does not convert raises :class:`ConfigError` naming the key. With
+    ``parser``, a flag whose current value is None converts with the flag's ``type``, and a flag
+    with ``choices`` rejects any other value.
     """
     known = vars(args)
+    actions = {a.dest: a for a in parser._actions} if parser is not None else {}
     for key, value in overrides.items():
         if key not in known:
             raise ConfigError(f"unknown parameter '{key}'. Fix: use flag names, e.g. "
                               f"{', '.join(sorted(known)[:8])}, ...")
         cur = known[key]
+        if not isinstance(value, (str, int, float)) and not (value is None and cur is None):
+            # a flag holds one scalar: str() of a list/dict/None would pass silently as a string
+            raise ConfigError(f"parameter '{key}'={value!r} is a {type(value).__name__}. Fix: give a "
+                              "number, a string or a bool (one value per flag)")
         try:
             if isinstance(cur, bool):
                 value = str2bool(value)
-            elif isinstance(cur, int) and not isinstance(value, bool):
+            elif isinstance(value, bool) and isinstance(cur, (int, float)):
+                raise TypeError("a bool is not a number")
+            elif isinstance(cur, int):
                 if float(value) != int(float(value)):
                     raise ValueError("not an integer")
                 value = int(float(value))
@@ -168,9 +186,18 @@ def apply_overrides(args: argparse.Namespace, overrides: dict[str, Any],
                 value = float(value)
             elif isinstance(cur, str):
                 value = str(value)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as exc:
+            elif cur is None and value is not None:
+                action = actions.get(key)
+                # e.g. --lr, whose default (None) has no type; a flag without a type takes a string
+                value = action.type(value) if action is not None and callable(action.type) else str(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("not a finite number")
+        except (TypeError, ValueError, OverflowError, argparse.ArgumentTypeError) as exc:
             raise ConfigError(f"parameter '{key}'={value!r} does not convert to "
                               f"{type(cur).__name__}: {exc}") from exc
+        choices = actions[key].choices if key in actions else None
+        if choices is not None and value not in choices:
+            raise ConfigError(f"parameter '{key}'={value!r} is not one of {list(choices)}")
         setattr(args, key, value)
     return args
 

@@ -55,6 +55,8 @@ def decode_record(buf: bytes, where: object = "record") -> tuple[np.ndarray, np.
     (hlen,) = struct.unpack("<I", buf[4:8])
     try:
         header = json.loads(bytes(buf[8:8 + hlen]).decode())
+        if not isinstance(header, dict):
+            raise TypeError("header is not a JSON object")
         n = int(header["n"])
         int(header["sg"])
     except Exception as exc:
@@ -63,6 +65,8 @@ def decode_record(buf: bytes, where: object = "record") -> tuple[np.ndarray, np.
     if len(body) != 8 * n:
         raise fail(DataError, where, f"record holds {len(body)} bytes of peaks, expected {8 * n}", _FIX)
     arr = np.frombuffer(body, dtype="<f4")
+    if not np.isfinite(arr).all():
+        raise fail(DataError, where, "NaN/inf in the peak positions or intensities", _FIX)
     return arr[:n].astype(np.float32), arr[n:].astype(np.float32), header
 
 
@@ -113,7 +117,7 @@ def write_lmdb(path: str | os.PathLike, table: PeakTable, meta: dict[str, Any] |
 # One read-only environment per (process, data file): LMDB forbids opening the same file twice in
 # a process, and a handle inherited through fork must not be used (nor can the file be reopened
 # until that inherited handle is closed in the child).
-_ENVS: dict[tuple, tuple[int, Any]] = {}
+_ENVS: dict[tuple, tuple[int, Any, tuple]] = {}
 
 
 def _shared_env(path: Path):
@@ -124,28 +128,37 @@ def _shared_env(path: Path):
     except OSError as exc:
         raise fail(DataError, path, "LMDB folder (with data.mdb) not found", _FIX) from exc
     key = (st.st_dev, st.st_ino)
+    stamp = (st.st_mtime_ns, st.st_size)  # an inode number is reused once a file is deleted
     pid = os.getpid()
     hit = _ENVS.get(key)
-    if hit is not None and hit[0] == pid:
+    if hit is not None and hit[0] == pid and hit[2] == stamp:
         return hit[1]
-    if hit is not None:  # inherited from the parent process: release it here, never use it
+    if hit is not None:  # inherited from the parent process, or a stale file: release it, never use it
         try:
             hit[1].close()
         except lmdb.Error:
             pass
+        del _ENVS[key]
     try:
         env = lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=True,
                         max_readers=256)
     except lmdb.Error as exc:
         raise fail(DataError, path, f"cannot open LMDB ({type(exc).__name__}: {exc})", _FIX) from exc
-    _ENVS[key] = (pid, env)
+    # A truncated data.mdb maps pages past the end of the file, and touching them kills the process
+    # with SIGBUS (not an exception): compare the size the meta page promises with the real size.
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    if st.st_size < need:
+        env.close()
+        raise fail(DataError, path, f"data.mdb is truncated ({st.st_size} bytes, its header says "
+                   f"{need})", _FIX)
+    _ENVS[key] = (pid, env, stamp)
     return env
 
 
 def release_envs() -> None:
     """Close this process's cached read-only environments (e.g. before rewriting a file)."""
     pid = os.getpid()
-    for key, (p, env) in list(_ENVS.items()):
+    for key, (p, env, _) in list(_ENVS.items()):
         if p == pid:
             env.close()
         del _ENVS[key]
@@ -182,15 +195,25 @@ class LmdbPeakDataset(Dataset):
         try:
             self.n = int(raw_len.decode())
             self.meta = json.loads(raw_meta.decode())
+            if not isinstance(self.meta, dict):
+                raise TypeError("__meta__ is not a JSON object")
         except Exception as exc:
             raise fail(DataError, self.path, "unreadable __len__/__meta__", _FIX) from exc
         if self.meta.get("format") != FORMAT:
             raise fail(DataError, self.path, f"__meta__ format is {self.meta.get('format')!r}, "
                        f"expected {FORMAT!r}", _FIX)
+        if len(raw_sg) % 2:
+            raise fail(DataError, self.path, f"__sg__ holds {len(raw_sg)} bytes, not int16 labels", _FIX)
         self.sg = np.frombuffer(raw_sg, dtype="<i2").astype(np.int64)
         if len(self.sg) != self.n or (self.n and (self.sg.min() < 1 or self.sg.max() > 230)):
             raise fail(DataError, self.path, "__sg__ labels do not match __len__ or leave 1..230", _FIX)
-        self.wavelength = float(self.meta.get("wavelength", 1.5406))
+        try:
+            self.wavelength = float(self.meta.get("wavelength", 1.5406))
+        except (TypeError, ValueError):
+            self.wavelength = float("nan")
+        if not (np.isfinite(self.wavelength) and self.wavelength > 0):
+            raise fail(DataError, self.path, f"__meta__ wavelength {self.meta.get('wavelength')!r} is not "
+                       "a positive number of Å", _FIX)
 
     def _txn(self):
         if self._env is None or self._pid != os.getpid():
@@ -250,11 +273,16 @@ def lmdb_to_peak_table(path: str | os.PathLike) -> PeakTable:
         tt, it, h = ds.record(i)
         tts.append(tt)
         its.append(it)
-        sgs.append(int(h["sg"]))
+        if int(h["sg"]) != int(ds.sg[i]):
+            raise fail(DataError, ds.path, f"record {i} label {h['sg']} differs from __sg__", _FIX)
+        sgs.append(int(ds.sg[i]))
         formula.append(str(h.get("formula", "")))
         lattice.append(h.get("lattice", [np.nan] * 6))
         source.append(str(h.get("source", "")))
     ds._close()
-    meta = {"formula": np.array(formula, dtype=str), "lattice": np.array(lattice, np.float32).reshape(-1, 6),
-            "source": np.array(source, dtype=str)}
+    try:
+        lat = np.array(lattice, np.float32).reshape(-1, 6)
+    except (TypeError, ValueError) as exc:
+        raise fail(DataError, path, f"a record's 'lattice' is not 6 numbers ({exc})", _FIX) from exc
+    meta = {"formula": np.array(formula, dtype=str), "lattice": lat, "source": np.array(source, dtype=str)}
     return PeakTable.from_lists(tts, its, sgs, ds.wavelength, meta).validate(path)

@@ -212,7 +212,8 @@ def read_dataset_json(root: str | os.PathLike) -> dict[str, Any] | None:
     if not (np.isfinite(scale) and scale > 0):
         raise fail(DataError, path, f"intensity_scale = {scale} is not a positive number",
                    "set it to the factor by which stored intensities are divided (1.0 if none)")
-    if grid.n_points < 2 or not grid.two_theta_max > grid.two_theta_min or grid.wavelength <= 0:
+    finite = all(np.isfinite([grid.two_theta_min, grid.two_theta_max, grid.wavelength]))
+    if not finite or grid.n_points < 2 or not grid.two_theta_max > grid.two_theta_min or grid.wavelength <= 0:
         raise fail(DataError, path, f"invalid grid {grid}", "fix the 'grid' entry")
     d["grid_spec"], d["intensity_scale"] = grid, scale
     return d

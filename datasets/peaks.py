@@ -45,6 +45,15 @@ class PeakTable:
 
     def validate(self, source: object = "peak table") -> PeakTable:
         """Check shapes, monotone offsets, finite values and labels in 1..230; raise DataError."""
+        for k, want in (("offsets", "iu"), ("two_theta", "f"), ("intensity", "f"), ("sg", "iu")):
+            v = getattr(self, k)
+            if not isinstance(v, np.ndarray) or v.ndim != 1 or v.dtype.kind not in want:
+                raise fail(DataError, source, f"'{k}' must be a 1-D {'integer' if 'i' in want else 'float'} "
+                           f"array, got {getattr(v, 'dtype', type(v))} of shape {np.shape(v)}",
+                           "regenerate the peak table with datasets.simulate")
+        if not (np.isfinite(self.wavelength) and self.wavelength > 0):
+            raise fail(DataError, source, f"wavelength {self.wavelength} is not a positive number of Å",
+                       "regenerate the peak table")
         n = len(self.sg)
         if self.offsets.shape != (n + 1,) or self.offsets[0] != 0 or np.any(np.diff(self.offsets) < 0):
             raise fail(DataError, source, "offsets must be (N+1,), start at 0 and be non-decreasing",
@@ -61,7 +70,7 @@ class PeakTable:
             raise fail(DataError, source, f"space group {int(self.sg[j])} of pattern {j} is outside "
                        "1..230", "labels on disk are International Tables numbers 1..230")
         for k, v in self.meta.items():
-            if len(v) != n:
+            if np.ndim(v) == 0 or len(v) != n:
                 raise fail(DataError, source, f"metadata '{k}' has {len(v)} rows for {n} patterns",
                            "regenerate the peak table")
         return self
@@ -113,6 +122,12 @@ class PeakTable:
         if missing:
             raise fail(DataError, path, f"missing arrays {sorted(missing)}", "regenerate it")
         meta = {k[5:]: v for k, v in d.items() if k.startswith("meta_")}
-        return cls(d["offsets"].astype(np.int64), d["two_theta"].astype(np.float32),
-                   d["intensity"].astype(np.float32), d["sg"].astype(np.int16),
-                   float(d.get("wavelength", 1.5406)), meta).validate(path)
+        wl = np.asarray(d.get("wavelength", 1.5406))
+        if wl.shape != () or wl.dtype.kind not in "iuf":
+            raise fail(DataError, path, f"'wavelength' must be a number, got {wl.dtype} of shape "
+                       f"{wl.shape}", "regenerate it")
+        # check kinds and ranges before the casts below, which would wrap or truncate silently
+        raw = cls(d["offsets"], d["two_theta"], d["intensity"], d["sg"], float(wl), meta).validate(path)
+        return cls(raw.offsets.astype(np.int64), raw.two_theta.astype(np.float32),
+                   raw.intensity.astype(np.float32), raw.sg.astype(np.int16), raw.wavelength,
+                   meta).validate(path)

@@ -132,6 +132,12 @@ def process_row(task: tuple[str, str, int | None, float, tuple[float, float]]) -
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pymatgen warns on every rounded occupancy
             structure = Structure.from_str(cif, fmt="cif")
+            lat = structure.lattice
+            # a degenerate cell (e.g. an angle of 0) gives NaN coordinates, on which spglib segfaults
+            if not (np.isfinite(lat.matrix).all() and np.isfinite(structure.frac_coords).all()
+                    and np.isfinite(lat.volume) and lat.volume > 1e-3):
+                return {"id": rid, "ok": False, "error": f"degenerate cell (abc {lat.abc}, angles "
+                        f"{lat.angles})"}
             sg_from = "column"
             if sg is None:
                 from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
@@ -141,6 +147,10 @@ def process_row(task: tuple[str, str, int | None, float, tuple[float, float]]) -
         tt, it = structure_peaks(structure, wavelength=wavelength, two_theta_range=tt_range)
         if len(tt) == 0:
             return {"id": rid, "ok": False, "error": "no peak in the 2θ range"}
+        if not (np.isfinite(tt).all() and np.isfinite(it).all()):  # e.g. a degenerate cell
+            return {"id": rid, "ok": False, "error": "non-finite peaks (degenerate cell?)"}
+        if not 1 <= int(sg) <= N_SG:
+            return {"id": rid, "ok": False, "error": f"space group {sg} outside 1..230"}
         lat = structure.lattice
         return {"id": rid, "ok": True, "sg": int(sg), "sg_from": sg_from, "two_theta": tt, "intensity": it,
                 "formula": structure.composition.reduced_formula,
@@ -183,6 +193,25 @@ def build_split(files: list[Path], split: str, wavelength: float, two_theta_rang
     return table.validate(f"{files[0]} (simulated)"), report
 
 
+def _load_cache(cache: Path) -> PeakTable | None:
+    """The cached table, or None (with a warning) when the cache file is unreadable: it is
+    recomputed from the CSVs rather than stopping the run."""
+    try:
+        return PeakTable.load(cache)
+    except DataError as exc:
+        logger.warning(f"ignoring the unreadable cache ({exc}); recomputing it")
+        return None
+
+
+def _read_report(path: Path) -> dict[str, Any]:
+    """The report JSON, or {} when it is missing or unreadable (it is informational only)."""
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
 def load_raw_tables(root: str | os.PathLike, wavelength: float = 1.5406,
                     two_theta_range: tuple[float, float] = (5.0, 90.0), workers: int | None = None,
                     use_cache: bool = True) -> dict[str, PeakTable]:
@@ -207,10 +236,11 @@ def load_raw_tables(root: str | os.PathLike, wavelength: float = 1.5406,
         key = cache_key(fs, wavelength, two_theta_range)
         cache = root / "cache" / f"raw_{split}_{key}.npz"
         report_path = cache.with_name(f"raw_{split}_{key}_report.json")
-        if use_cache and cache.is_file():
-            tables[split] = PeakTable.load(cache)
+        cached = _load_cache(cache) if use_cache and cache.is_file() else None
+        if cached is not None:
+            tables[split] = cached
             logger.info(f"raw {split}: {len(tables[split])} structures from cache {cache}")
-            skipped = json.loads(report_path.read_text()).get("skipped", 0) if report_path.is_file() else 0
+            skipped = _read_report(report_path).get("skipped", 0)
             if skipped:
                 logger.warning(f"raw {split}: {skipped} rows were skipped; see {report_path}")
             continue
@@ -240,7 +270,7 @@ def raw_report(root: str | os.PathLike, split: str, wavelength: float = 1.5406,
     root = Path(root)
     fs = split_files(root)[split]
     p = root / "cache" / f"raw_{split}_{cache_key(fs, wavelength, two_theta_range)}_report.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    return (_read_report(p) or None) if p.is_file() else None
 
 
 @READERS.register("raw")

@@ -62,8 +62,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
                               f"{str(exc)[:200]}). Fix: it is truncated or not a checkpoint of this "
                               "framework; use the run's other checkpoint (best.pt/last.pt) or "
                               "retrain") from exc
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise CheckpointError(f"{path}: not a framework checkpoint (no 'model' entry). Fix: pass a "
+    if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+        raise CheckpointError(f"{path}: not a framework checkpoint (no 'model' state dict). Fix: pass a "
                               "checkpoint written by train.py")
     return obj
 

@@ -209,8 +209,13 @@ def load_rule_matrix(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise fail(RuleMatrixError, path, "file not found", _FIX)
-    with open(path, newline="") as fh:
-        rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = [r for r in csv.reader(fh) if r and any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise fail(RuleMatrixError, path, f"not a CSV text file ({type(e).__name__}: {e})", _FIX) from None
+    if not rows:
+        raise fail(RuleMatrixError, path, "empty file", _FIX)
     widths = {len(r) for r in rows}
     if len(widths) > 1:
         raise fail(RuleMatrixError, path, f"ragged rows ({len(rows)} rows with {sorted(widths)} values)",
