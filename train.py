@@ -131,9 +131,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
+    from Trainer.interrupt import TrainingInterrupted
     from utils.errors import XRDError
 
     try:
         main()
     except XRDError as exc:  # a documented error (bad data/checkpoint/flags): one clear line
         raise SystemExit(f"{type(exc).__name__}: {exc}") from None
+    except TrainingInterrupted as exc:  # SIGTERM/SIGINT: state saved, exit 143/130
+        logger.warning(str(exc))
+        raise SystemExit(exc.exit_code) from None

@@ -27,6 +27,7 @@ from torch import nn
 from tqdm import tqdm
 
 from Trainer.evaluator import Evaluator, to_device
+from Trainer.interrupt import StopFlag, TrainingInterrupted, meters_from_state, meters_state
 from Trainer.registry import TRAINERS
 from Trainer.schedule import LRSchedule
 from utils.checkpoint import atomic_save, load_checkpoint
@@ -98,6 +99,8 @@ class Trainer:
         self._grad_warns: list[tuple[int, float]] = []
         self.evaluator = Evaluator(model, self.class_counts, self.device, amp_dtype, False)
         self.last_pred: dict[str, np.ndarray] = {}
+        self.stop = StopFlag()
+        self._partial: dict[str, Any] | None = None  # a mid-epoch checkpoint being resumed
         self.writer = JsonlWriter(self.run_dir / "log.jsonl") if self.run_dir else None
 
     # ------------------------------------------------------------------ one step
@@ -119,7 +122,8 @@ class Trainer:
         # collective under DDP: a batch skipped on one rank is skipped on all (else backward hangs)
         if not all_true(bool(torch.isfinite(loss))):
             bad = [k for k, v in losses.items() if torch.is_tensor(v) and not torch.isfinite(v).all()]
-            msg = f"non-finite loss at epoch {epoch} step {step} (components: {', '.join(bad)})"
+            msg = (f"non-finite loss at epoch {epoch + 1} step {step + 1} (components: "
+                   f"{', '.join(bad) or 'loss'})")
             if not self.skip_nonfinite:
                 raise NonFiniteLossError(msg + ". Fix: lower the lr / check the data; the last good "
                                          "checkpoint is kept; --skip_nonfinite skips such batches")
@@ -153,13 +157,20 @@ class Trainer:
         self.model.train()
         loader = self.loaders["train"]
         self._set_epoch(loader, epoch)
-        meters = MeterDict()
-        self._grad_warns: list[tuple[int, float]] = []
+        part, self._partial = self._partial or {}, None  # resuming a mid-epoch checkpoint
+        skip = int(part.get("step", 0))
+        meters = meters_from_state(part.get("meters"))
+        self._grad_warns: list[tuple[int, float]] = [tuple(w) for w in part.get("grad_warns", [])]
         n_steps = len(loader)  # type: ignore[arg-type]
-        t0, seen = time.perf_counter(), 0
+        t0, seen = time.perf_counter() - float(part.get("elapsed", 0.0)), int(part.get("seen", 0))
         bar = tqdm(loader, total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
                    disable=not self.show_progress, dynamic_ncols=True)
         for step, batch in enumerate(bar):
+            if step < skip:  # replay the data order only (no compute): the steps already done
+                self.skip_step(batch, epoch, step)
+                continue
+            if step == skip and "rng" in part:  # the RNG exactly as it was after step skip-1
+                set_rng_state(part["rng"])
             lr = self.schedule.lr(epoch, step)
             for g in self.optimizer.param_groups:
                 g["lr"] = lr * g.get("lr_scale", 1.0)
@@ -170,6 +181,8 @@ class Trainer:
             if stats:
                 meters.update(stats, bs)
                 bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}")
+            if self._stop_requested() and step + 1 < n_steps:
+                self._save_partial(epoch, step + 1, meters, seen, time.perf_counter() - t0)
         if self._grad_warns and is_main():  # norms are of the all-reduced gradient: warn once
             worst = max(self._grad_warns, key=lambda t: t[1])
             logger.warning(f"epoch {epoch + 1}: pre-clip grad norm above {self.grad_warn_threshold} in "
@@ -203,8 +216,14 @@ class Trainer:
         if sel == "test":
             logger.warning("no validation split: model selection uses the test split (as the "
                            "long-tail papers do); reported test numbers are optimistic")
+        with self.stop.installed():
+            return self._fit(sel)
+
+    def _fit(self, sel: str) -> dict[str, Any] | None:
         for epoch in range(self.start_epoch, self.epochs):
             self.loss_fn.on_epoch_start(epoch)
+            if self._partial:  # epoch-derived settings recomputed, buffers as they were mid-epoch
+                self.loss_fn.load_state_dict(self._partial["loss"])
             record: dict[str, Any] = {"epoch": epoch + 1}
             record.update(self.train_one_epoch(epoch))
             metrics = self.evaluate(self.loaders[sel])
@@ -231,6 +250,9 @@ class Trainer:
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, record)
+            if self._stop_requested() and epoch + 1 < self.epochs:
+                raise TrainingInterrupted(self.stop.signum or 15, f"stopped by signal after epoch "
+                                          f"{epoch + 1}; last.pt saved. Continue with --resume auto")
             if self.early_stop_patience and self.stale_epochs >= self.early_stop_patience:
                 logger.info(f"early stop: no improvement for {self.stale_epochs} epochs")
                 break
@@ -252,6 +274,26 @@ class Trainer:
                 cb.on_fit_end(self, test)
         return test
 
+    # ------------------------------------------------------------------ interruption
+    def skip_step(self, batch: dict[str, Any], epoch: int, step: int) -> None:
+        """Called instead of :meth:`train_step` for the steps a mid-epoch resume skips; trainers
+        that draw from other iterators per step (GLMC's re-weighted loader) advance them here."""
+
+    def _stop_requested(self) -> bool:
+        """A SIGTERM/SIGINT arrived (on any rank: the ranks agree, so they stop together)."""
+        return all_reduce_max({"stop": float(self.stop.signum is not None)})["stop"] > 0
+
+    def _save_partial(self, epoch: int, next_step: int, meters: MeterDict, seen: int,
+                      elapsed: float) -> None:
+        """Write ``last.pt`` in the middle of epoch ``epoch`` (``next_step`` steps done) and raise."""
+        if self.run_dir:
+            state = self.state_dict()  # epoch == the unfinished epoch; RNG after step next_step-1
+            state["partial"] = {"step": next_step, "meters": meters_state(meters), "seen": seen,
+                                "elapsed": elapsed, "grad_warns": [list(w) for w in self._grad_warns]}
+            atomic_save(state, self.run_dir / "last.pt")
+        raise TrainingInterrupted(self.stop.signum or 15, f"stopped by signal in epoch {epoch + 1} after "
+                                  f"step {next_step}; last.pt saved. Continue with --resume auto")
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {"model": unwrap(self.model).state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -272,6 +314,9 @@ class Trainer:
         self.stale_epochs = int(state["best"]["stale"])
         self.skipped_batches = int(state.get("skipped_batches", 0))
         set_rng_state(state["rng"])
+        self._partial = state.get("partial")
+        if self._partial:
+            self._partial = {**self._partial, "rng": state["rng"], "loss": state["loss"]}
 
 
 def freeze_except(model: nn.Module, keep: Callable[[str], bool]) -> int:

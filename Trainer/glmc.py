@@ -121,6 +121,10 @@ class GLMCTrainer(Trainer):
             stats["lam"] = lam
         return stats
 
+    def skip_step(self, batch: dict[str, Any], epoch: int, step: int) -> None:
+        """A mid-epoch resume replays the re-weighted draws of the skipped steps too."""
+        self._rb_batch(epoch, step)
+
     def _rb_batch(self, epoch: int, step: int) -> dict[str, Any]:
         """Next re-weighted batch; a fresh iterator at each epoch's first step and when exhausted."""
         loader = self.loaders.get("train_rb")
