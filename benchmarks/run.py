@@ -51,20 +51,21 @@ DATA = ROOT / "data" / "xrd_mp_default"
 
 class Conv1dAs2d(nn.Module):
     """A Conv1d evaluated as Conv2d with kernel (1, k) on a channels-last (B, C, 1, L) tensor —
-    the layout oneDNN prefers on CPUs; same weights, same result up to rounding."""
+    the layout oneDNN prefers on CPUs; same weights (kept 3-D, so the model's length-1 shortcut
+    ``conv_same`` still reads them), same result up to rounding."""
 
     def __init__(self, conv: nn.Conv1d) -> None:
         super().__init__()
-        self.stride, self.padding, self.dilation, self.groups = (
-            conv.stride[0], conv.padding[0], conv.dilation[0], conv.groups)
-        self.weight = nn.Parameter(conv.weight.detach().unsqueeze(2).contiguous(
-            memory_format=torch.channels_last))
+        self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+        self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x4 = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)
-        y = F.conv2d(x4, self.weight, self.bias, (1, self.stride), (0, self.padding),
-                     (1, self.dilation), self.groups)
+        w4 = self.weight.unsqueeze(2).contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x4, w4, self.bias, (1, self.stride[0]), (0, self.padding[0]),
+                     (1, self.dilation[0]), self.groups)
         return y.squeeze(2)
 
 
@@ -112,6 +113,8 @@ def part_model(a, bundle, device) -> float:
                 ("Conv2d(1,k) channels-last", conv2d_layout, None),
                 ("torch.compile", torch.compile, None),
                 ("torch.compile + bf16", torch.compile, torch.bfloat16)]
+    if a.variants:  # the baseline always runs: every ratio is against this run's baseline
+        variants = [variants[0]] + [v for v in variants[1:] if any(s in v[0] for s in a.variants)]
     print(f"\n### Model: icl_moe ResTcn width {a.width}, batch {a.batch}, L = {x_eval.shape[-1]}, "
           f"device {device}, threads {torch.get_num_threads()}\n")
     print("| variant | train samples/s | ratio | inference samples/s | ratio | max abs diff of logits "
@@ -247,6 +250,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--base_n", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--variants", nargs="*", default=None,
+                    help="model part: only the variants whose name contains one of these (e.g. bf16 "
+                         "Conv2d compile); the fp32 baseline always runs")
     return ap.parse_args(argv)
 
 
