@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import resource
 import statistics
 import subprocess
 import sys
@@ -218,14 +217,18 @@ def part_scaling(a, device) -> None:
 
 
 def _peak_child_rss(cmd: list[str]) -> float:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024  # ru_maxrss of children is the max over waited children
+    """Peak RSS (MiB) of ``cmd`` and its own children: it runs under a fresh wrapper process, whose
+    RUSAGE_CHILDREN then holds only this command (this process's would keep earlier maxima)."""
+    wrapper = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
+               "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    out = subprocess.run([sys.executable, "-c", wrapper, *cmd], cwd=ROOT, check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.split()[-1]) / 1024
 
 
 def part_memory(a) -> None:
-    print("\n### Peak memory (fresh subprocesses; RUSAGE_CHILDREN max RSS)\n")
+    print("\n### Peak memory (each command in a fresh process; the largest RSS of the command or any of its workers)\n")
     print("| process | peak RSS (MiB) |\n|---|---|")
     sim = [sys.executable, "-m", "datasets.simulate", "--groups", "225,2,14,62", "--scale", "0.003",
            "--val_per_class", "1", "--test_per_class", "1", "--workers", "1", "--seed", "0"]
