@@ -50,3 +50,9 @@ def tiny_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny_peaks")
     write_tiny_dataset(root)
     return root
+
+
+def tiny_args(data, out, *extra) -> list[str]:
+    """train.py flags of a seconds-long run on the tiny dataset (output under ``out``)."""
+    return ["--data_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--batch_size", "16",
+            "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]

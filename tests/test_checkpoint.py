@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import train
+from tests.conftest import tiny_args
 from utils.checkpoint import atomic_save, find_resume, load_checkpoint
 from utils.errors import CheckpointError
 
@@ -148,9 +149,8 @@ def _load_test_cli():
     return mod
 
 
-def _args(data, out, *extra):  # as in tests/test_train_e2e.py
-    return ["--data_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--batch_size", "16",
-            "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]
+def _args(data, out, *extra):
+    return tiny_args(data, out, *extra)
 
 
 def test_truncated_last_pt_is_refused_by_resume_and_test_py(tiny_data, tmp_path):

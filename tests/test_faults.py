@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import train
+from tests.conftest import tiny_args
 from Trainer import NonFiniteLossError, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint
 
@@ -23,10 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
 
 
-def _args(data, run_dir, *extra):  # the tiny flags of tests/test_train_e2e.py
-    return ["--data_dir", str(data), "--output_dir", str(Path(run_dir).parent), "--device", "cpu",
-            "--batch_size", "16", "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5",
-            "--seed", "3", "--run_dir", str(run_dir), *extra]
+def _args(data, run_dir, *extra):
+    return tiny_args(data, Path(run_dir).parent, "--run_dir", str(run_dir), *extra)
 
 
 def _weights(run_dir: Path) -> dict[str, torch.Tensor]:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import train
+from tests.conftest import tiny_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,8 +25,7 @@ def _load(name: str):
 
 
 def _args(data, out, *extra):
-    return ["--data_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--batch_size", "16",
-            "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]
+    return tiny_args(data, out, *extra)
 
 
 @pytest.mark.parametrize("method", ["icl", "ce"])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import train
+from tests.conftest import tiny_args
 from Trainer.callbacks import choose_wandb_mode, gate_by_cs_scalars
 from utils.crystal import N_SG, SG_TO_CS
 
@@ -17,8 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _args(data, out, *extra):
-    return ["--data_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--batch_size", "16",
-            "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]
+    return tiny_args(data, out, *extra)
 
 
 def test_mode_respects_env_and_falls_back_offline(monkeypatch, tmp_path):
