@@ -90,14 +90,14 @@ def comparison_table(run_dirs: list[str | Path], title: str = "", metrics_subdir
     ``test.py --out_dir`` evaluation on another dataset)."""
     import yaml
 
-    head = "| method | model | " + " | ".join(c for c, _ in COLUMNS) + " | s/epoch | epochs (best) |"
+    head = "| method | model | " + " | ".join(c for c, _ in COLUMNS) + " | s/epoch (median) | epochs (best) |"
     lines = [f"### {title}" if title else "", "", head, "|" + "---|" * (len(COLUMNS) + 4)]
     for rd in map(Path, run_dirs):
         m = json.loads((rd / metrics_subdir / "test_metrics.json").read_text())
         log = JsonlWriter(rd / "log.jsonl").read()
         args = yaml.safe_load((rd / "args.yaml").read_text())
         vals = [f"{100 * m[k]:.1f}" if m.get(k) is not None else "–" for _, k in COLUMNS]
-        ep_time = np.mean([r["epoch_time_s"] for r in log]) if log else float("nan")
+        ep_time = np.median([r["epoch_time_s"] for r in log]) if log else float("nan")
         best = log[-1].get("best_epoch", "?") if log else "?"
         lines.append(f"| {args['method']} | {args.get('model') or 'default'} ({args['frontend_type']}) | "
                      + " | ".join(vals) + f" | {ep_time:.1f} | {len(log)} ({best}) |")
