@@ -228,7 +228,8 @@ def _peak_child_rss(cmd: list[str]) -> float:
 
 
 def part_memory(a) -> None:
-    print("\n### Peak memory (each command in a fresh process; the largest RSS of the command or any of its workers)\n")
+    print("\n### Peak memory (each command in a fresh process; the largest RSS of the command or any "
+          "of its workers)\n")
     print("| process | peak RSS (MiB) |\n|---|---|")
     sim = [sys.executable, "-m", "datasets.simulate", "--groups", "225,2,14,62", "--scale", "0.003",
            "--val_per_class", "1", "--test_per_class", "1", "--workers", "1", "--seed", "0"]

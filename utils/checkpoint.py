@@ -69,6 +69,14 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def find_resume(run_dir: str | os.PathLike) -> Path | None:
-    """Return ``run_dir/last.pt`` when it exists (``--resume auto``), else None."""
-    p = Path(run_dir) / "last.pt"
+    """Return ``run_dir/last.pt`` when it exists (``--resume auto``), else None.
+
+    Temporary files of checkpoint writes that a SIGKILL cut short (``.last.pt.*.tmp``,
+    ``.best.pt.*.tmp``) are removed here: the run that owned them is gone.
+    """
+    run_dir = Path(run_dir)
+    for name in ("last.pt", "best.pt"):
+        for stale in run_dir.glob(f".{name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    p = run_dir / "last.pt"
     return p if p.is_file() else None
