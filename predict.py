@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 import builders
-from datasets.xy import pattern_on_grid
+from datasets.readers.xy_patterns import pattern_on_grid
 from utils.checkpoint import load_checkpoint
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
 from utils.errors import DataError, XRDError

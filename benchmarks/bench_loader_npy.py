@@ -4,7 +4,7 @@ Usage (from the repository root):
     python -m benchmarks.bench_loader_npy                      # 4000 × 8500, batch 128, workers 0 and 2
     python -m benchmarks.bench_loader_npy --n 20000 --workers 0 2 4 --epochs 3
 
-A random dataset is written in a temporary folder with ``datasets.npy_format.write_npy``; then
+A random dataset is written in a temporary folder with ``datasets.readers.npy_format.write_npy``; then
 the time to open and validate it (NaN/inf scan in chunks, labels) and the samples/s of shuffled
 epochs (``NpyDataset`` + torch's default collate) are measured. The first epoch of each setting is
 a warm-up (page cache, worker start-up is still counted in the timed epochs because the framework's
@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.npy_format import read_npy, write_npy  # noqa: E402
-from datasets.npy_reader import NpyDataset  # noqa: E402
+from datasets.readers.npy import NpyDataset  # noqa: E402
+from datasets.readers.npy_format import read_npy, write_npy  # noqa: E402
 
 
 def epoch_rate(ds: NpyDataset, batch: int, workers: int, epochs: int, seed: int) -> float:

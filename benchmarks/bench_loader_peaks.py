@@ -4,7 +4,7 @@ on-the-fly rendering, on the compact default set — the loader feeding the mode
 Usage (from the repository root):
     python -m benchmarks.bench_loader_peaks                  # batch 128, workers 0 and 2
 
-The default set's train split is written to a temporary LMDB with ``datasets.lmdb_store``; each
+The default set's train split is written to a temporary LMDB with ``datasets.readers.lmdb_store``; each
 setting runs one warm-up epoch and then one timed epoch (the framework re-creates loader workers
 every epoch, so worker start-up is counted). Prints markdown rows.
 """
@@ -23,10 +23,10 @@ from torch.utils.data import DataLoader
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.augment import RenderConfig  # noqa: E402
-from datasets.lmdb_store import LmdbPeakDataset, release_envs, write_lmdb  # noqa: E402
-from datasets.peak_dataset import PeakCollate, PeakListDataset  # noqa: E402
 from datasets.peaks import PeakTable  # noqa: E402
+from datasets.readers.lmdb_store import LmdbPeakDataset, release_envs, write_lmdb  # noqa: E402
+from datasets.readers.peak_lists import PeakCollate, PeakListDataset  # noqa: E402
+from datasets.rendering.instrument import RenderConfig  # noqa: E402
 from utils.grid import GridSpec  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

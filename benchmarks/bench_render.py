@@ -25,8 +25,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.augment import sample_seeds  # noqa: E402
-from datasets.render import PeakRenderer, pad_peaks  # noqa: E402
+from datasets.rendering.instrument import sample_seeds  # noqa: E402
+from datasets.rendering.renderer import PeakRenderer, pad_peaks  # noqa: E402
 from utils.grid import GridSpec  # noqa: E402
 
 

@@ -23,9 +23,9 @@ import numpy as np
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from datasets.sim_plan import load_mp_table, make_plan
-    from datasets.structure_gen import generate_structure, mp_table_path
-    from datasets.xrd_calc import structure_peaks
+    from datasets.synthesis.plan import load_mp_table, make_plan
+    from datasets.synthesis.reflections import structure_peaks
+    from datasets.synthesis.structures import generate_structure, mp_table_path
 
     p = argparse.ArgumentParser("bench_simulator")
     p.add_argument("--n", type=int, default=60, help="number of jobs timed")

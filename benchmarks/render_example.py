@@ -21,9 +21,9 @@ import torch
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from datasets.augment import RenderConfig, sample_seeds  # noqa: E402
-from datasets.render import PeakRenderer  # noqa: E402
-from datasets.xrd_calc import structure_peaks  # noqa: E402
+from datasets.rendering.instrument import RenderConfig, sample_seeds  # noqa: E402
+from datasets.rendering.renderer import PeakRenderer  # noqa: E402
+from datasets.synthesis.reflections import structure_peaks  # noqa: E402
 from utils.grid import GridSpec  # noqa: E402
 
 

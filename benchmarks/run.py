@@ -166,8 +166,8 @@ def part_data(a, bundle, model_rate: float) -> None:
     rate = a.batch / t
     print(f"| peak lists → render + augment (collate, main process) | {rate:,.0f} | "
           f"{rate / model_rate:.1f}× |")
-    from datasets.npy_format import write_npy  # local: only this part needs it
-    from datasets.npy_reader import NpyDataset
+    from datasets.readers.npy import NpyDataset
+    from datasets.readers.npy_format import write_npy  # local: only this part needs it
     with tempfile.TemporaryDirectory() as tmp:
         n, length = 2048, bundle.grid.n_points
         rng = np.random.default_rng(0)

@@ -1,7 +1,7 @@
 """Peak lists: the compact storage of simulated (or user-supplied) diffraction patterns.
 
 A :class:`PeakTable` holds N patterns as a ragged array of sticks (2θ, intensity), CSR style.
-Patterns are rendered onto the 2θ grid on the fly (``datasets.render``), so peak shape, zero
+Patterns are rendered onto the 2θ grid on the fly (``datasets.rendering.renderer``), so peak shape, zero
 shift, background and noise are train-time augmentations.
 
 On disk: one ``.npz`` (``np.savez_compressed``; always loaded with ``allow_pickle=False``) with

@@ -2,9 +2,9 @@
 
     python -m datasets.simulate --out data/xrd_mp --scale 0.05 --workers 2
 
-Phases: (1) plan the jobs from pyxtal's Materials Project table (``datasets.sim_plan``);
-(2) generate structures with pyxtal (``datasets.structure_gen``) and their kinematic peak lists
-(``datasets.xrd_calc.structure_peaks``) in parallel processes, appending finished jobs to
+Phases: (1) plan the jobs from pyxtal's Materials Project table (``datasets.synthesis.plan``);
+(2) generate structures with pyxtal (``datasets.synthesis.structures``) and their kinematic peak lists
+(``datasets.synthesis.reflections.structure_peaks``) in parallel processes, appending finished jobs to
 resumable shards; (3) assemble, sorted by (split, index), into ``peaks_{split}.npz``, the LMDB
 folders, ``sg_count.csv``, ``rule_matrix.csv`` and ``dataset.json`` (with a failure report).
 An interrupted run continues where it stopped and yields the same files (same checksums).
@@ -28,8 +28,8 @@ import numpy as np
 from loguru import logger
 
 from datasets.peaks import PeakTable
-from datasets.sim_plan import SPLIT_ID, SPLITS, Job, ShardStore, load_mp_table, make_plan, take_jobs
-from datasets.structure_gen import GENERATOR_VERSION, generate_structure, mp_table_path
+from datasets.synthesis.plan import SPLIT_ID, SPLITS, Job, ShardStore, load_mp_table, make_plan, take_jobs
+from datasets.synthesis.structures import GENERATOR_VERSION, generate_structure, mp_table_path
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS
 from utils.grid import GridSpec
 
@@ -47,7 +47,7 @@ def _worker_init(table_path: str, opts: dict) -> None:
 
 def run_job(job: Job) -> dict:
     """Generate one structure and its peak list. Never raises: failures are results too."""
-    from datasets.xrd_calc import structure_peaks
+    from datasets.synthesis.reflections import structure_peaks
 
     t0 = time.perf_counter()
     wps, n_atoms = str(_TABLE["wps"][job.row]), int(_TABLE["n_atoms"][job.row])
@@ -189,14 +189,14 @@ def write_npy_layout(out: Path, tables: dict[str, PeakTable], grid: GridSpec, na
     """The seed's NPY layout (SEED_CLI.md, ``--npy``): patterns rendered without augmentation.
 
     ``OUT/xrd_mp_sg_train/train_xrd_mp_sg.npy``, ``.../test_val_xrd_mp_sg.npy`` (val) and
-    ``OUT/xrd_mp_sg_test/test_xrd_mp_sg.npy`` in the safe format of ``datasets.npy_format``;
+    ``OUT/xrd_mp_sg_test/test_xrd_mp_sg.npy`` in the safe format of ``datasets.readers.npy_format``;
     ``OUT/dataset.json`` (grid, ``intensity_scale`` 1) and ``OUT/sg_count.csv`` describe them.
     Rendering goes through a temporary memory map, so memory stays bounded for large sets.
     """
     import torch
 
-    from datasets.npy_format import split_path, write_npy
-    from datasets.render import PeakRenderer, pad_peaks
+    from datasets.readers.npy_format import split_path, write_npy
+    from datasets.rendering.renderer import PeakRenderer, pad_peaks
 
     renderer = PeakRenderer(grid)
     written = {}
@@ -229,7 +229,7 @@ def assemble(out: Path, res: dict[str, np.ndarray], args: argparse.Namespace, el
         checks[s] = table_checksum(t)
     side = write_side_files(out, tables["train"])
     if args.lmdb:
-        from datasets.lmdb_store import write_lmdb
+        from datasets.readers.lmdb_store import write_lmdb
 
         for s, t in tables.items():
             write_lmdb(out / "lmdb" / s, t, meta={"split": s, "grid": grid.to_dict(), "seed": args.seed},

@@ -9,8 +9,8 @@
   sampler with its position in the epoch (``"aug_key"``), so a sample drawn twice in one epoch gets
   two different augmentations (augmentation seeds are otherwise a function of (seed, epoch, idx)).
 
-All randomness is counter based (``datasets.augment.sample_seeds`` / ``hash_uniform``): a view is a
-pure function of (seed, epoch, key, view), whatever batch or worker builds it, so resuming at an
+All randomness is counter based (``datasets.rendering.instrument.sample_seeds`` / ``hash_uniform``):
+a view is a pure function of (seed, epoch, key, view), whatever batch or worker builds it, so resuming at an
 epoch boundary replays the same views.
 """
 
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler, Subset, default_collate
 
-from datasets.augment import hash_normal, hash_uniform, sample_seeds
+from datasets.rendering.instrument import hash_normal, hash_uniform, sample_seeds
 from utils.errors import ConfigError, DataError, fail
 
 Collate = Callable[[list[dict[str, Any]]], dict[str, Any]]

@@ -10,7 +10,7 @@
   projection shortcuts → h (512). 11.2 M parameters.
 
 Input shape: the framework's frontends take x (B, C, L); these take CIFAR batches
-x (B, 3, 32, 32) as the CIFAR reader makes them (``datasets.cifar_lt``), and also accept the
+x (B, 3, 32, 32) as the CIFAR reader makes them (``datasets.cifar.cifar_lt``), and also accept the
 flattened (B, 3, H·W) form of a square image and single-channel images (B, 1, H, W) / (B, 1, H·W),
 replicated to RGB (a 1-D pattern of square length passes too, as a grayscale image, which is only
 useful for shape tests). Models hand 4-D batches to frontends with ``takes_images = True``.

@@ -17,8 +17,8 @@ import torch
 
 import train
 from datasets import READERS, resolve_data_source
-from datasets.cifar_lt import MEAN, STD, CifarCollate, lt_counts, lt_indices
-from datasets.image_augment import crop_flip, simclr_view
+from datasets.cifar.cifar_lt import MEAN, STD, CifarCollate, lt_counts, lt_indices
+from datasets.cifar.image_augment import crop_flip, simclr_view
 from models import create_frontend
 from utils.errors import ConfigError, DataError
 

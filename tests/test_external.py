@@ -1,4 +1,5 @@
-"""datasets.external: real structure files → an evaluation-only peak set the peaks reader accepts."""
+"""datasets.synthesis.external_set: real structure files → an evaluation-only peak set that the
+peaks reader accepts."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import pytest
 
 from datasets import READERS, resolve_data_source
-from datasets.external import main as external_main
+from datasets.synthesis.external_set import main as external_main
 from utils.errors import DataError
 
 

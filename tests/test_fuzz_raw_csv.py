@@ -72,7 +72,7 @@ def check_table(t):
 @given(broken_cifs(), st.sampled_from([None, None, 1, 225]))
 def test_raw_process_row_never_raises(cif, sg):
     """One broken CIF is skipped and reported; it never stops the split or yields bad peaks."""
-    from datasets.raw_csv import process_row
+    from datasets.readers.cif_csv import process_row
 
     r = process_row(("row", cif, sg, 1.5406, (5.0, 90.0)))
     assert set(r) >= {"id", "ok"}
@@ -85,7 +85,7 @@ def test_raw_process_row_never_raises(cif, sg):
 
 def test_raw_degenerate_cell_is_skipped_not_a_segfault():
     """Trigger of a fixed bug: `_cell_angle_alpha 0` gave NaN coordinates and spglib segfaulted."""
-    from datasets.raw_csv import process_row
+    from datasets.readers.cif_csv import process_row
 
     cif = CIF.replace("_cell_angle_alpha   90", "_cell_angle_alpha 0")
     r = process_row(("row", cif, None, 1.5406, (5.0, 90.0)))
@@ -109,7 +109,7 @@ def _csv_text(header, rows):
                       max_size=4), max_size=3)).map(str.encode)))
 def test_raw_csv_files(train_csv):
     """load_raw_tables on random train.csv content (a valid test.csv beside it)."""
-    from datasets.raw_csv import load_raw_tables
+    from datasets.readers.cif_csv import load_raw_tables
 
     with tmpdir() as d:
         (d / "train.csv").write_bytes(train_csv)
@@ -122,7 +122,7 @@ def test_raw_csv_files(train_csv):
 
 def test_raw_garbage_cache_and_report_are_recomputed(tmp_path):
     """Trigger of a fixed bug: a garbage report JSON next to a cache raised JSONDecodeError."""
-    from datasets.raw_csv import load_raw_tables
+    from datasets.readers.cif_csv import load_raw_tables
 
     for s in ("train", "test"):
         (tmp_path / f"{s}.csv").write_text(_csv_text(["material_id", "cif", "sg"], [["m1", CIF, "1"]]))

@@ -20,11 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datasets.lmdb_store import LmdbPeakDataset, encode_record, lmdb_to_peak_table, release_envs, write_lmdb
-from datasets.npy_format import read_npy, split_path, write_dataset_json, write_npy
-from datasets.npy_reader import NpyDataset, build_npy, read_sg_count
 from datasets.peaks import PeakTable
-from datasets.xy import pattern_on_grid, read_xy
+from datasets.readers.lmdb_store import (
+    LmdbPeakDataset,
+    encode_record,
+    lmdb_to_peak_table,
+    release_envs,
+    write_lmdb,
+)
+from datasets.readers.npy import NpyDataset, build_npy, read_sg_count
+from datasets.readers.npy_format import read_npy, split_path, write_dataset_json, write_npy
+from datasets.readers.xy_patterns import pattern_on_grid, read_xy
 from utils.crystal import SG_TO_CS
 from utils.errors import DataError
 from utils.grid import GridSpec

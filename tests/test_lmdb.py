@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.lmdb_store import (
+from datasets.peaks import PeakTable
+from datasets.readers.lmdb_store import (
     LmdbPeakDataset,
     decode_record,
     encode_record,
@@ -19,7 +20,6 @@ from datasets.lmdb_store import (
     release_envs,
     write_lmdb,
 )
-from datasets.peaks import PeakTable
 from utils.crystal import sg_to_cs_number
 from utils.errors import DataError
 
@@ -154,8 +154,8 @@ def test_lmdb_reader_builds_a_bundle_like_the_peak_tables(tiny_data, tmp_path):
     import torch
 
     from datasets import READERS
-    from datasets.lmdb_store import release_envs, write_lmdb
     from datasets.peaks import PeakTable
+    from datasets.readers.lmdb_store import release_envs, write_lmdb
 
     root = tmp_path / "ds"
     shutil.copytree(tiny_data, root)

@@ -14,8 +14,8 @@ import torch
 
 import builders
 import train
-from datasets.npy_format import split_path, write_dataset_json, write_npy
-from datasets.peak_dataset import build_peaks_bundle
+from datasets.readers.npy_format import split_path, write_dataset_json, write_npy
+from datasets.readers.peak_lists import build_peaks_bundle
 from datasets.views import DrawTaggedDataset, DrawTaggedSampler, TensorViewCollate, with_views
 from loss import LOSSES, GLMCLoss, glmc_kwargs, loss_kwargs
 from loss.glmc import cumulative_alpha, glmc_class_weights, mixed_soft_ce, mixture_consistency

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.convert_legacy import convert
-from datasets.convert_legacy import main as legacy_main
-from datasets.npy_format import (
+from datasets.readers.convert_legacy import convert
+from datasets.readers.convert_legacy import main as legacy_main
+from datasets.readers.npy import NpyDataset, build_npy, read_sg_count
+from datasets.readers.npy_format import (
     read_dataset_json,
     read_npy,
     record_dtype,
@@ -19,7 +20,6 @@ from datasets.npy_format import (
     write_dataset_json,
     write_npy,
 )
-from datasets.npy_reader import NpyDataset, build_npy, read_sg_count
 from datasets.registry import READERS
 from utils.errors import DataError, GridMismatchError
 from utils.grid import GridSpec
@@ -178,8 +178,8 @@ def test_pickled_file_is_refused_with_the_convert_command(tmp_path):
     with pytest.raises(DataError, match="legacy pickled file") as e:
         read_npy(p)
     msg = str(e.value)
-    assert f"python -m datasets.convert_legacy --src {tmp_path} --dst {tmp_path}_safe --dataset ccdc " \
-           "--trust-pickle" in msg
+    assert (f"python -m datasets.readers.convert_legacy --src {tmp_path} --dst {tmp_path}_safe "
+            "--dataset ccdc --trust-pickle") in msg
     import pickle
     raw = tmp_path / "raw.npy"
     raw.write_bytes(pickle.dumps({"a": 1}))  # a bare pickle, no NPY header

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-import datasets.raw_csv as raw
+import datasets.readers.cif_csv as raw
 from datasets.registry import READERS
-from datasets.xrd_calc import structure_peaks
+from datasets.synthesis.reflections import structure_peaks
 from utils.errors import DataError
 from utils.grid import GridSpec
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from datasets.augment import RenderConfig, draw_params, hash_normal, hash_uniform, sample_seeds
-from datasets.peak_dataset import PeakCollate, PeakListDataset, build_peaks_bundle, render_table
 from datasets.peaks import PeakTable
+from datasets.readers.peak_lists import PeakCollate, PeakListDataset, build_peaks_bundle, render_table
 from datasets.registry import READERS
-from datasets.render import PeakRenderer, pad_peaks, pseudo_voigt, pv_area
+from datasets.rendering.instrument import RenderConfig, draw_params, hash_normal, hash_uniform, sample_seeds
+from datasets.rendering.physics import pseudo_voigt, pv_area
+from datasets.rendering.renderer import PeakRenderer, pad_peaks
 from utils.crystal import SG_TO_CS
 from utils.errors import ConfigError, DataError
 from utils.grid import GridSpec

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import yaml
 
-from datasets.npy_format import split_path, write_dataset_json, write_npy
-from datasets.peak_dataset import render_table
 from datasets.peaks import PeakTable
+from datasets.readers.npy_format import split_path, write_dataset_json, write_npy
+from datasets.readers.peak_lists import render_table
 from utils.grid import GridSpec
 from utils.rule_matrix import build_rule_matrix, save_rule_matrix
 

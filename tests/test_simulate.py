@@ -10,9 +10,15 @@ import numpy as np
 import pytest
 
 from datasets.peaks import PeakTable
-from datasets.sim_plan import SPLIT_ID, load_mp_table, make_plan, train_counts
 from datasets.simulate import compact_peaks, main
-from datasets.structure_gen import _balanced, draw_composition, fixed_sites, mp_table_path, wyckoff_sites
+from datasets.synthesis.plan import SPLIT_ID, load_mp_table, make_plan, train_counts
+from datasets.synthesis.structures import (
+    _balanced,
+    draw_composition,
+    fixed_sites,
+    mp_table_path,
+    wyckoff_sites,
+)
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +164,8 @@ def test_split_ids_are_stable():
 
 
 def test_one_real_structure_is_deterministic_and_follows_the_row():
-    from datasets.structure_gen import generate_structure
-    from datasets.xrd_calc import structure_peaks
+    from datasets.synthesis.reflections import structure_peaks
+    from datasets.synthesis.structures import generate_structure
 
     a = generate_structure(225, "9-10-11", np.random.default_rng([7, 0, 1]))
     b = generate_structure(225, "9-10-11", np.random.default_rng([7, 0, 1]))

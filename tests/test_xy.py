@@ -9,11 +9,11 @@ import math
 import numpy as np
 import pytest
 
-from datasets.convert_xy import convert_xy, read_labels
-from datasets.convert_xy import main as xy_main
-from datasets.npy_format import read_npy, split_path
-from datasets.npy_reader import build_npy
-from datasets.xy import convert_wavelength, interpolate_to_grid, pattern_on_grid, read_xy
+from datasets.readers.convert_xy import convert_xy, read_labels
+from datasets.readers.convert_xy import main as xy_main
+from datasets.readers.npy import build_npy
+from datasets.readers.npy_format import read_npy, split_path
+from datasets.readers.xy_patterns import convert_wavelength, interpolate_to_grid, pattern_on_grid, read_xy
 from utils.errors import DataError, GridMismatchError
 from utils.grid import GridSpec
 

@@ -52,4 +52,4 @@ class GridSpec:
             raise GridMismatchError(
                 f"{source}: pattern grid {other} differs from the model's grid {self}. Fix: "
                 "re-render the peak lists or re-export the patterns onto the model's "
-                "grid (python -m datasets.convert_xy --help), or train a model on this grid")
+                "grid (python -m datasets.readers.convert_xy --help), or train a model on this grid")

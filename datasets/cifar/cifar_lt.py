@@ -42,10 +42,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datasets.augment import sample_seeds
 from datasets.base import DataBundle
-from datasets.image_augment import VIEW_AUGMENTS, crop_flip
+from datasets.cifar.image_augment import VIEW_AUGMENTS, crop_flip
 from datasets.registry import READERS
+from datasets.rendering.instrument import sample_seeds
 from utils.errors import ConfigError, DataError, fail
 
 LT_SAMPLING = ("cao", "glmc", "first")

@@ -1,6 +1,7 @@
 """Seeded image augmentations in torch for the CIFAR-LT reader (no torchvision, no PIL).
 
-Every random number is ``datasets.augment.hash_uniform(seeds, stream, n)``: a pure function of the
+Every random number is ``datasets.rendering.instrument.hash_uniform(seeds, stream, n)``: a pure
+function of the
 per-sample seed, so an image's augmentation does not depend on its batch, worker or device, and a
 resumed run replays it (the framework's rule for patterns, applied to images).
 
@@ -25,7 +26,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from datasets.augment import hash_uniform
+from datasets.rendering.instrument import hash_uniform
 
 # ITU-R BT.601 luma (torchvision's grayscale) and the RGB ↔ YIQ transforms.
 LUMA = (0.299, 0.587, 0.114)

@@ -14,7 +14,7 @@ reports; otherwise ``file:row``). Other columns are ignored.
 
 Per row: ``pymatgen.core.Structure.from_str(cif, fmt="cif")``; the space group from the column, or
 from spglib via ``SpacegroupAnalyzer(structure, symprec=0.1)`` when absent; sticks from
-:func:`datasets.xrd_calc.structure_peaks` (the simulator's function, so both give identical
+:func:`datasets.synthesis.reflections.structure_peaks` (the simulator's function, so both give identical
 peaks). A row whose CIF does not parse, whose symmetry cannot be found or that has no peak in the
 2θ range is skipped and reported (count and first row ids in the log; all of them in the report
 JSON) instead of stopping the run. A malformed label (not an integer, outside 1..230) is an error.
@@ -37,12 +37,12 @@ import numpy as np
 from loguru import logger
 from tqdm import tqdm
 
-from datasets.augment import RenderConfig
 from datasets.base import DataBundle
-from datasets.npy_reader import resolve_class_counts
-from datasets.peak_dataset import PeakCollate, PeakListDataset
 from datasets.peaks import PeakTable
+from datasets.readers.npy import resolve_class_counts
+from datasets.readers.peak_lists import PeakCollate, PeakListDataset
 from datasets.registry import READERS
+from datasets.rendering.instrument import RenderConfig
 from utils.crystal import N_SG
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
@@ -124,7 +124,7 @@ def process_row(task: tuple[str, str, int | None, float, tuple[float, float]]) -
     rid, cif, sg, wavelength, tt_range = task
     import warnings
 
-    from datasets.xrd_calc import structure_peaks
+    from datasets.synthesis.reflections import structure_peaks
 
     try:
         from pymatgen.core import Structure

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m datasets.convert_legacy --src OLD_DIR --dst NEW_DIR --dataset ccdc --trust-pickle
+    python -m datasets.readers.convert_legacy --src OLD_DIR --dst NEW_DIR --dataset ccdc --trust-pickle
 
 The original files (``OLD_DIR/ccdc_sg_train/train_ccdc_sg.npy`` etc.) are pickled dicts read with
 ``np.load(path, allow_pickle=True).item()``, with keys ``intensitys`` (N, L), ``labels230`` (N,),
@@ -31,8 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from datasets.npy_format import SPLITS, check_finite, check_labels, split_path, write_dataset_json, write_npy
-from datasets.npy_reader import read_sg_count
+from datasets.readers.npy import read_sg_count
+from datasets.readers.npy_format import (
+    SPLITS,
+    check_finite,
+    check_labels,
+    split_path,
+    write_dataset_json,
+    write_npy,
+)
 from utils.crystal import SG_TO_CS
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
@@ -167,7 +174,7 @@ def convert(src: Path, dst: Path, name: str, trust_pickle: bool, divide_by: floa
                 shutil.copyfile(folder / fname, dst / fname)
                 copied.append(str(folder / fname))
                 break
-    provenance = {"tool": "datasets.convert_legacy", "source": str(src), "splits": splits,
+    provenance = {"tool": "datasets.readers.convert_legacy", "source": str(src), "splits": splits,
                   "intensity_divided_by": float(divide_by),
                   "note": f"intensities were divided by {divide_by:g} during conversion (as the "
                           "original code does before use), so intensity_scale is 1.0",

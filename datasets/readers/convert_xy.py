@@ -2,14 +2,15 @@
 
 Usage::
 
-    python -m datasets.convert_xy --src FOLDER --labels labels.csv --out DIR --dataset NAME \\
+    python -m datasets.readers.convert_xy --src FOLDER --labels labels.csv --out DIR --dataset NAME \\
         [--split train|test_val|test] [--wavelength 1.5406] [--two_theta_min 5 --two_theta_max 90 \\
         --n_points 8500 --grid_wavelength 1.5406]
 
 ``labels.csv`` has rows ``file,sg`` (file name relative to FOLDER, space group 1..230; an optional
 header line ``file,sg``; ``#`` comments). Every pattern file in FOLDER must be labelled and every
 labelled file must exist, otherwise nothing is written and the error lists the offenders. Each
-pattern is read and interpolated onto the grid by :func:`datasets.xy.pattern_on_grid` (max 1), and
+pattern is read and interpolated onto the grid by :func:`datasets.readers.xy_patterns.pattern_on_grid`
+(max 1), and
 the split is written as ``DIR/NAME_sg_{train,test}/{split}_NAME_sg.npy`` with ``DIR/dataset.json``
 (an existing dataset.json must have the same grid; the split is added to its provenance). Run it
 once per split.
@@ -26,8 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from datasets.npy_format import SPLITS, read_dataset_json, split_path, write_dataset_json, write_npy
-from datasets.xy import PATTERN_SUFFIXES, interpolate_to_grid, read_xy
+from datasets.readers.npy_format import SPLITS, read_dataset_json, split_path, write_dataset_json, write_npy
+from datasets.readers.xy_patterns import PATTERN_SUFFIXES, interpolate_to_grid, read_xy
 from utils.crystal import N_SG
 from utils.errors import DataError, GridMismatchError, fail
 from utils.grid import GridSpec
@@ -126,7 +127,7 @@ def convert_xy(src: str | Path, labels_path: str | Path, out: str | Path, name: 
     sg = np.array([s for _, s in pairs], dtype=np.int64)
     dest = write_npy(split_path(out, name, split), x, sg)
     low = [p.name for (p, _), c in zip(pairs, coverage) if c < 0.5]
-    entry = {"tool": "datasets.convert_xy", "source": str(src), "labels": str(labels_path),
+    entry = {"tool": "datasets.readers.convert_xy", "source": str(src), "labels": str(labels_path),
              "n": len(pairs), "wavelength": wavelength or grid.wavelength,
              "coverage_min": float(coverage.min()), "coverage_mean": float(coverage.mean()),
              "low_coverage_files": low[:50], "n_low_coverage": len(low),

@@ -1,5 +1,5 @@
 """The "lmdb" reader: ``DIR/lmdb/{train,val,test}`` environments written by the simulator
-(``datasets.lmdb_store``), rendered on the fly like peak tables."""
+(``datasets.readers.lmdb_store``), rendered on the fly like peak tables."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from datasets.augment import RenderConfig
 from datasets.base import DataBundle
-from datasets.lmdb_store import LmdbPeakDataset
-from datasets.peak_dataset import _grid_of, bundle_from_peak_datasets
+from datasets.readers.lmdb_store import LmdbPeakDataset
+from datasets.readers.peak_lists import _grid_of, bundle_from_peak_datasets
 from datasets.registry import READERS
+from datasets.rendering.instrument import RenderConfig
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
 

@@ -2,7 +2,7 @@
 
 The files are memory-mapped, so a 100k × 8500 training set costs no RAM up front and DataLoader
 workers share the page cache. The layout and array format are documented in
-:mod:`datasets.npy_format`.
+:mod:`datasets.readers.npy_format`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from loguru import logger
 from torch.utils.data import Dataset
 
 from datasets.base import DataBundle, counts_from_labels
-from datasets.npy_format import LAYOUT, SPLITS, read_dataset_json, read_npy, split_path
+from datasets.readers.npy_format import LAYOUT, SPLITS, read_dataset_json, read_npy, split_path
 from datasets.registry import READERS
 from utils.crystal import N_SG, SG_TO_CS
 from utils.errors import DataError, fail
@@ -168,7 +168,7 @@ def build_npy(root: str | os.PathLike, name: str, grid: GridSpec | None = None, 
     if meta is None:
         data_grid, scale = GridSpec(), 1.0
         logger.warning(f"{root}/dataset.json not found: assuming the default grid {data_grid} and "
-                       "intensity_scale 1.0 (write it with datasets.npy_format.write_dataset_json)")
+                       "intensity_scale 1.0 (write it with datasets.readers.npy_format.write_dataset_json)")
     else:
         data_grid, scale = meta["grid_spec"], meta["intensity_scale"]
     if grid is not None:

@@ -31,7 +31,7 @@ i.e. ``4·L + 3`` bytes per sample, sample-major (one pattern is contiguous). Th
      "provenance": {...}}           # free-form: converter, source files, notes
 
 The original (legacy) files are pickled dicts; they are refused here, and converted once with
-``python -m datasets.convert_legacy --src OLD --dst NEW --dataset NAME --trust-pickle``.
+``python -m datasets.readers.convert_legacy --src OLD --dst NEW --dataset NAME --trust-pickle``.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def legacy_hint(path: str | os.PathLike) -> str:
         name, src = folder.rsplit("_sg_", 1)[0], path.parent.parent
     else:
         name, src = "NAME", path.parent
-    return (f"python -m datasets.convert_legacy --src {src} --dst {src}_safe --dataset {name} "
+    return (f"python -m datasets.readers.convert_legacy --src {src} --dst {src}_safe --dataset {name} "
             "--trust-pickle  (only if you trust where the file came from), then point "
             f"--processed_data_dir at {src}_safe")
 
@@ -113,7 +113,7 @@ def check_labels(labels230: np.ndarray, labels7: np.ndarray | None, source: obje
         raise fail(DataError, source, f"labels7[{offset + j}] = {cs[j]} disagrees with labels230 = "
                    f"{sg[j]} (crystal system {expect[j]}; {int(wrong.sum())} such samples)",
                    "labels7 must be utils.crystal.SG_TO_CS[labels230 - 1] (0..6); rewrite the file "
-                   "with datasets.npy_format.write_npy, which derives it")
+                   "with datasets.readers.npy_format.write_npy, which derives it")
 
 
 def check_finite(intensities: np.ndarray, source: object, chunk: int = CHUNK) -> None:
@@ -274,12 +274,13 @@ def read_npy(path: str | os.PathLike, n_points: int | None = None, check_values:
     if names is None:
         raise fail(DataError, path, f"a plain {arr.dtype} array of shape {arr.shape}, not the structured "
                    f"array with fields {FIELDS}",
-                   "write it with datasets.npy_format.write_npy(path, intensities, labels230) "
-                   "(layout in datasets/npy_format.py)")
+                   "write it with datasets.readers.npy_format.write_npy(path, intensities, labels230) "
+                   "(layout in datasets/readers/npy_format.py)")
     missing = [f for f in FIELDS if f not in names]
     if missing:
         raise fail(DataError, path, f"missing fields {missing} (found {list(names)})",
-                   "write it with datasets.npy_format.write_npy (fields intensitys, labels230, labels7)")
+                   "write it with datasets.readers.npy_format.write_npy "
+                   "(fields intensitys, labels230, labels7)")
     if arr.ndim != 1:
         raise fail(DataError, path, f"structured array must be 1-D (N,), got shape {arr.shape}",
                    "store one record per sample")
@@ -289,7 +290,7 @@ def read_npy(path: str | os.PathLike, n_points: int | None = None, check_values:
                    "store each pattern as a 1-D float32 array")
     if f_sg.kind not in "iu" or f_cs.kind not in "iu" or f_sg.shape or f_cs.shape:
         raise fail(DataError, path, f"label fields must be integer scalars, got labels230 {f_sg}, "
-                   f"labels7 {f_cs}", "write it with datasets.npy_format.write_npy")
+                   f"labels7 {f_cs}", "write it with datasets.readers.npy_format.write_npy")
     length = f_int.shape[0]
     if n_points is not None and length != n_points:
         raise fail(GridMismatchError, path, f"patterns have {length} points but the grid has {n_points}",

@@ -1,11 +1,11 @@
 """Peak-list datasets rendered on the fly: the dataset, the collate and the ``peaks`` reader.
 
-Per-sample contract of every peak-list dataset (this one and ``datasets.lmdb_store``)::
+Per-sample contract of every peak-list dataset (this one and ``datasets.readers.lmdb_store``)::
 
     {"two_theta": (n,) float32 [deg], "intensity": (n,) float32, "y_sg": int in [0, 230),
      "y_cs": int in [0, 7), "idx": int}
 
-:class:`PeakCollate` pads a list of them, renders (``datasets.render``) and returns the batch
+:class:`PeakCollate` pads a list of them, renders (``datasets.rendering.renderer``) and returns the batch
 contract of ``datasets.base``. Folder read by :func:`build_peaks_bundle` (``--data_format peaks``,
 written by ``python -m datasets.simulate``)::
 
@@ -26,12 +26,12 @@ import torch
 from loguru import logger
 from torch.utils.data import Dataset
 
-from datasets.augment import RenderConfig, sample_seeds
 from datasets.base import DataBundle, counts_from_labels
-from datasets.npy_reader import read_sg_count
 from datasets.peaks import PeakTable
+from datasets.readers.npy import read_sg_count
 from datasets.registry import READERS
-from datasets.render import PeakRenderer, pad_peaks
+from datasets.rendering.instrument import RenderConfig, sample_seeds
+from datasets.rendering.renderer import PeakRenderer, pad_peaks
 from utils.crystal import SG_TO_CS
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
@@ -185,7 +185,8 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
     data_grid, meta = _grid_of(root)
     cfg = render if isinstance(render, RenderConfig) else RenderConfig.from_dict(render)
     paths = {s: root / f"peaks_{s}.npz" for s in ("train", "val", "test")}
-    # an evaluation-only folder (dataset.json "eval_only", e.g. datasets.external) has no train split
+    # an evaluation-only folder (dataset.json "eval_only", e.g. datasets.synthesis.external_set)
+    # has no train split
     optional = {"val", "train"} if meta.get("eval_only") else {"val"}
     tables = {s: PeakTable.load(p) for s, p in paths.items() if s not in optional or p.is_file()}
     if options:

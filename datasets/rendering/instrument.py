@@ -1,6 +1,6 @@
 """Render settings and the random train-time augmentations of a laboratory powder pattern.
 
-The renderer (``datasets.render``) turns sticks (2θ, integrated intensity) into a pattern on the
+The renderer (``datasets.rendering.renderer``) turns sticks (2θ, integrated intensity) into a pattern on the
 grid. This module says *which* instrument and sample it imitates: every physical setting of
 :class:`RenderConfig` is a triple ``(nominal, low, high)``. Evaluation renders with the nominal
 values (no noise, no background, no shift); training draws each value per sample in
@@ -136,7 +136,7 @@ class RenderConfig:
         gauss_sigma: extra Gaussian noise σ relative to the maximum (electronics, rounding).
         tail_factor: numerics of the fast renderer: exact profile evaluated within
             ``tail_factor`` × the sample's largest FWHM of each peak, Lorentzian tail beyond it by
-            an FFT convolution (see ``datasets.render``).
+            an FFT convolution (see ``datasets.rendering.renderer``).
         margin_deg: sticks up to this far outside the grid still contribute (their tails).
     """
 

@@ -1,10 +1,11 @@
 """Render peak lists (sticks: 2θ, integrated intensity) onto the 2θ grid, in torch, on the fly.
 
-Physics (per stick): the 2θ of the peak table is converted to the grid's wavelength through the
-d-spacing (Bragg: λ = 2 d sin θ); a Kα2 companion is added at ``2 asin(sin θ · λ2/λ1)`` with
-``ka2_ratio`` of the intensity; zero shift and specimen displacement move both lines; the width
-is the Thompson–Cox–Hastings pseudo-Voigt of a Caglioti Gaussian and a Scherrer + strain
-Lorentzian (see :class:`datasets.augment.RenderConfig` for the physical meaning and ranges).
+Physics (per stick; formulas in ``datasets.rendering.physics``): the 2θ of the peak table is
+converted to the grid's wavelength through the d-spacing (Bragg: λ = 2 d sin θ); a Kα2 companion
+is added at ``2 asin(sin θ · λ2/λ1)`` with ``ka2_ratio`` of the intensity; zero shift and specimen
+displacement move both lines; the width is the Thompson–Cox–Hastings pseudo-Voigt of a Caglioti
+Gaussian and a Scherrer + strain Lorentzian (see :class:`datasets.rendering.instrument.RenderConfig`
+for the physical meaning and ranges).
 Intensities are *integrated* intensities (pymatgen's), so a peak's height is intensity / area and
 broad high-angle peaks are lower, as in measured data. Each pattern is scaled to max 1.
 
@@ -33,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from datasets.augment import (
+from datasets.rendering.instrument import (
     KA2_OF_KA1,
     RenderConfig,
     add_noise,
@@ -41,33 +42,11 @@ from datasets.augment import (
     draw_params,
     peak_factors,
 )
+from datasets.rendering.physics import caglioti_fwhm, lorentzian_fwhm, pseudo_voigt, pv_area, tch
 from utils.errors import ConfigError, DataError, fail
 from utils.grid import GridSpec
 
 _LN2 = math.log(2.0)
-_G_AREA = math.sqrt(math.pi / (4.0 * _LN2))  # area of a height-1 Gaussian of unit FWHM
-_TCH = (2.69269, 2.42843, 4.47163, 0.07842)
-
-
-def tch(hg: torch.Tensor, hl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Thompson–Cox–Hastings total FWHM and Lorentzian fraction η from Gaussian/Lorentzian FWHMs."""
-    h5 = (hg ** 5 + _TCH[0] * hg ** 4 * hl + _TCH[1] * hg ** 3 * hl ** 2 + _TCH[2] * hg ** 2 * hl ** 3
-          + _TCH[3] * hg * hl ** 4 + hl ** 5)
-    h = h5.clamp_min(1e-30) ** 0.2
-    r = hl / h
-    return h, (1.36603 * r - 0.47719 * r ** 2 + 0.11116 * r ** 3).clamp(0.0, 1.0)
-
-
-def pseudo_voigt(x: torch.Tensor, fwhm: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-    """Height-1 pseudo-Voigt η·L + (1 − η)·G at offsets ``x`` (same units as ``fwhm``)."""
-    z = x * x * (4.0 / (fwhm * fwhm))
-    g = torch.exp(-_LN2 * z)
-    return g + eta * (1.0 / (1.0 + z) - g)
-
-
-def pv_area(fwhm: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-    """Area of the height-1 pseudo-Voigt: FWHM·(η π/2 + (1 − η)·√(π / 4 ln 2))."""
-    return fwhm * (eta * (math.pi / 2.0) + (1.0 - eta) * _G_AREA)
 
 
 def pad_peaks(two_theta: list[np.ndarray], intensity: list[np.ndarray],
@@ -175,12 +154,8 @@ class PeakRenderer:
                                                       / cfg.goniometer_radius_mm)
         theta = torch.deg2rad(tt.clamp(1e-3, 179.0) / 2)
         tan, cos = torch.tan(theta), torch.cos(theta)
-        u, w = p["caglioti_u"], p["caglioti_w"]
-        # V² < 4UW keeps the Caglioti FWHM² positive at every angle, as fitted instruments do.
-        v = torch.maximum(p["caglioti_v"], -1.8 * torch.sqrt(u * w))
-        hg = torch.sqrt((u * tan ** 2 + v * tan + w).clamp_min(0.02 ** 2))
-        size_ang = p["crystallite_nm"] * 10.0
-        hl = torch.rad2deg(cfg.scherrer_k * lam / size_ang / cos + 4.0 * p["microstrain"] * tan)
+        hg = caglioti_fwhm(tan, p["caglioti_u"], p["caglioti_v"], p["caglioti_w"])
+        hl = lorentzian_fwhm(tan, cos, p["crystallite_nm"] * 10.0, p["microstrain"], lam, cfg.scherrer_k)
         fwhm, eta = tch(hg, hl)
         fwhm = fwhm / self.step
         q = (tt - g.two_theta_min) / self.step
@@ -308,8 +283,8 @@ class PeakRenderer:
             intensity: (B, P) integrated intensities (any scale; each sample is rescaled).
             mask: (B, P) bool, True for real peaks (None: all real).
             augment: draw instrument/sample/background/noise per sample (train); else nominal.
-            seeds: (B,) int64 per-sample seeds (``datasets.augment.sample_seeds``); the pattern of
-                a sample depends only on its seed. Drawn from ``generator`` when None.
+            seeds: (B,) int64 per-sample seeds (``datasets.rendering.instrument.sample_seeds``);
+                the pattern of a sample depends only on its seed. Drawn from ``generator`` when None.
             generator: torch.Generator used only when ``augment`` and ``seeds`` is None.
             wavelength: wavelength [Å] of ``two_theta`` (None: the grid's).
             method: override the renderer's ``"fast"``/``"dense"``.

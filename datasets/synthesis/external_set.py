@@ -1,7 +1,7 @@
 """An evaluation-only set of REAL crystal structures the model never saw, simulated by pymatgen.
 
-    python -m datasets.external --out data/external_pyxtal          # pyxtal's bundled structures
-    python -m datasets.external --src my_cifs/ --out data/external_mine
+    python -m datasets.synthesis.external_set --out data/external_pyxtal   # pyxtal's structures
+    python -m datasets.synthesis.external_set --src my_cifs/ --out data/external_mine
     python test.py --ckpt RUN/best.pt --data_dir data/external_pyxtal
 
 The default source is the structure folder that ships with pyxtal (``pyxtal/database/cifs``):
@@ -10,7 +10,7 @@ CSD refcodes such as ACBNZA01) and inorganic ones (quartz and cristobalite polym
 JARVIS and Materials Project entries, zeolite FAU, ice). None of them is in the built-in
 benchmark, whose structures are random pyxtal crystals. Each file is read with pymatgen, its
 space group found with spglib (symprec 0.1, as for raw CSVs), its sticks computed with the same
-kinematic calculator (``datasets.xrd_calc``); files that fail are skipped and reported.
+kinematic calculator (``datasets.synthesis.reflections``); files that fail are skipped and reported.
 
 Output: ``OUT/peaks_test.npz`` (a PeakTable with ``meta_source``, ``meta_formula``,
 ``meta_organic``) and ``OUT/dataset.json`` (``"eval_only": true``, the source list, skips). The
@@ -28,7 +28,7 @@ from pathlib import Path
 from loguru import logger
 
 from datasets.peaks import PeakTable
-from datasets.xrd_calc import structure_peaks
+from datasets.synthesis.reflections import structure_peaks
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
 
@@ -88,7 +88,7 @@ def build(src: Path, out: Path, grid: GridSpec, symprec: float = 0.1) -> dict:
                                  meta={"source": names, "formula": formulas, "organic": organic})
     table.save(out / "peaks_test.npz")
     info = {"name": out.name, "eval_only": True, "grid": grid.to_dict(), "source_dir": str(src),
-            "command": " ".join(["python -m datasets.external", *sys.argv[1:]]),
+            "command": " ".join(["python -m datasets.synthesis.external_set", *sys.argv[1:]]),
             "n": len(sgs), "n_organic": int(sum(organic)), "skipped": skipped,
             "samples": [{"file": n, "formula": f, "sg": g, "organic": o}
                         for n, f, g, o in zip(names, formulas, sgs, organic, strict=True)]}

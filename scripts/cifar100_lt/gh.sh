@@ -19,7 +19,7 @@
 #   alongside pre-training) instead of the paper's separate probe (Adam, 500 epochs) on a balanced
 #   labelled set; probe numbers are therefore lower on few-shot classes than the paper's protocol.
 # * Warm-up length (10 epochs) is not stated in the spec; SimCLR-view details (crop box clipping,
-#   YIQ hue rotation, fixed jitter order) are in datasets/image_augment.py.
+#   YIQ hue rotation, fixed jitter order) are in datasets/cifar/image_augment.py.
 # * Model selection: best epoch by probe accuracy on test; report last.pt too.
 set -euo pipefail
 DATA=${1:?usage: $0 CIFAR_DIR [extra train.py flags...]}; shift

@@ -4,7 +4,7 @@
 # Usage: icl_npy.sh NAME LAMBDA_DOL LAMBDA_HIER LAMBDA_SCL DECAY_RATIO DECAY_TARGET_LR DATA_DIR \
 #        [RULE_MATRIX.csv] [extra train.py flags...]
 #   DATA_DIR holds NAME_sg_train/ and NAME_sg_test/ in the framework's NPY format (convert the
-#   original pickled files once: python -m datasets.convert_legacy --trust-pickle ...).
+#   original pickled files once: python -m datasets.readers.convert_legacy --trust-pickle ...).
 set -euo pipefail
 NAME=$1 DOL=$2 HIER=$3 SCL=$4 RATIO=$5 TARGET=$6; shift 6
 DATA=${1:?usage: bash scripts/$NAME/icl.sh DATA_DIR [RULE_MATRIX.csv] [flags...]}; shift

@@ -1,0 +1,1 @@
+"""Readers of the formats users bring, and their converters."""

@@ -1,0 +1,1 @@
+"""Peak physics, instrument/augmentation settings, the fast renderer, lattice augmentation."""
