@@ -17,7 +17,7 @@ from loguru import logger
 
 import builders
 import reports
-from config.args import get_args_parser
+from config.args import HelpFormatter, get_args_parser
 from Trainer import Evaluator
 from utils.checkpoint import load_checkpoint
 from utils.grid import GridSpec
@@ -28,8 +28,11 @@ DATA_FLAGS = ("dataset", "data_format", "use_processed_npy", "processed_data_dir
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Evaluate a checkpoint", parents=[get_args_parser(add_help=False)],
-                                conflict_handler="resolve")
+    p = argparse.ArgumentParser("test.py", parents=[get_args_parser(add_help=False)],
+                                conflict_handler="resolve", formatter_class=HelpFormatter,
+                                usage="python test.py --ckpt CKPT [--data_dir DIR] [--split SPLIT] [...]",
+                                description="Evaluate a checkpoint written by train.py; data flags "
+                                            "default to the training run's.")
     p.add_argument("--ckpt", required=True, help="checkpoint (best.pt / last.pt) written by train.py")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--out_dir", default=None, help="where reports go (default: the checkpoint's folder)")

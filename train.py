@@ -17,7 +17,7 @@ from loguru import logger
 
 import builders
 import reports
-from config.args import apply_overrides, get_args_parser, parse_args
+from config.args import apply_overrides, describe_choices, get_args_parser, parse_args
 from loss import LOSSES, loss_kwargs
 from Trainer import TRAINERS, LRSchedule
 from utils import distributed as ddp
@@ -37,12 +37,20 @@ def with_default_preset(argv: list[str]) -> list[str]:
     return ["--config", "quick", *argv]
 
 
+def method_summaries() -> dict[str, str]:
+    """``{name: one-line summary}`` of every registered method, the default (icl) first."""
+    names = sorted(LOSSES.names(), key=lambda n: (n != "icl", n))
+    return {n: LOSSES.get(n).summary for n in names}
+
+
 def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
     """The base parser plus the chosen method's own flags (``--method X --help`` lists them)."""
     parser = get_args_parser()
+    describe_choices(parser, "method", method_summaries())
     # pre-parse without -h so that `--method X --help` lists X's own flags too
     method = get_args_parser(add_help=False).parse_known_args(argv)[0].method
-    LOSSES.get(method).add_args(parser)
+    if method in LOSSES:  # an unknown name is left to the full parse ("invalid choice")
+        LOSSES.get(method).add_args(parser)
     return parser
 
 

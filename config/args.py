@@ -1,4 +1,5 @@
-"""``get_args_parser()``: every flag of the seed's command line (SEED_CLI.md) plus the framework's.
+"""``get_args_parser()``: every flag of the seed's command line (docs/SEED_CLI.md) plus the
+framework's.
 
 Flags use underscores; flag == dest == NNI search-space key. Plug-ins (losses, models) add their
 own hyperparameters with ``add_args(parser)`` from the composition root, so they show in --help.
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -31,51 +34,118 @@ def str2bool(v: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"expected True or False, got '{v}'")
 
 
-def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("XRD long-tailed classification", add_help=add_help,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--config", default=None,
-                   help="YAML preset (file or name in config/presets) setting defaults")
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows every flag's default, keeps explicit line breaks (e.g. the list of methods), and
+    leaves out "(default: None)" where the help text already says what the default means."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+            return text
+        if action.default in (None, "") and any(w in text.lower() for w in ("default", "unset", "empty")):
+            return text  # the text says what an unset flag means, e.g. --lr's optimizer-dependent value
+        return text + " (default: %(default)s)"
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        if "\n" not in text:
+            return super()._split_lines(text, width)
+        lines: list[str] = []
+        for para in text.splitlines():
+            indent = " " * (len(para) - len(para.lstrip()))
+            lines += textwrap.wrap(para, width, subsequent_indent=indent + "      ") or [""]
+        return lines
+
+
+def describe_choices(parser: argparse.ArgumentParser, dest: str, entries: dict[str, str]) -> None:
+    """Restrict flag ``dest`` to ``entries`` and list them, one line each, in its help.
+
+    The composition root calls it with a registry's names and one-line summaries (e.g. the
+    methods), since this layer does not import the plug-in packages.
+    """
+    action = next(a for a in parser._actions if a.dest == dest)
+    action.choices = list(entries)
+    width = max(map(len, entries), default=0)
+    action.help = (action.help or "") + ":\n" + "\n".join(f"  {k:<{width}}  {v}" for k, v in entries.items())
+
+
+def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.ArgumentParser:
+    """Every flag of ``train.py``; the first group holds the flags users change most."""
+    p = argparse.ArgumentParser(
+        prog=prog, add_help=add_help, formatter_class=HelpFormatter,
+        usage="python %(prog)s [--method NAME] [--config PRESET] [--data_dir DIR] [--FLAG VALUE ...]",
+        description="Train a long-tailed space-group classifier on powder XRD patterns. "
+                    "Method-specific flags appear with --method NAME --help.")
+
+    c = p.add_argument_group("most used")
+    c.add_argument("--method", default="icl", help="training method (default: %(default)s)")
+    c.add_argument("--config", default=None,
+                   help="YAML preset whose values become the defaults (a file, or a name in "
+                        "config/presets, e.g. quick); flags on the command line still win. Default: "
+                        "when neither --config nor a data flag (--data_dir, --processed_data_dir, "
+                        "--use_processed_npy) is given, the quick preset applies (the short CPU recipe "
+                        "on the built-in data); with a data flag, the seed's defaults apply")
+    c.add_argument("--data_dir", default=None,
+                   help="root of a peak-list / LMDB / raw-CSV / CIFAR-LT dataset (default: the "
+                        "built-in benchmark in data/xrd_mp_default)")
+    c.add_argument("--epochs", type=int, default=100, help="training epochs")
+    c.add_argument("--batch_size", type=int, default=128,
+                   help="patterns per step (per process under torchrun)")
+    c.add_argument("--lr", type=float, default=None,
+                   help="base learning rate; unset: 5e-4 with --use_adamw, else 1e-4")
+    c.add_argument("--device", default="0",
+                   help="CUDA index or 'cpu'; without CUDA it falls back to the CPU with one warning")
+    c.add_argument("--seed", type=int, default=42,
+                   help="seed of initialisation, data order and augmentations")
+    c.add_argument("--resume", default="",
+                   help="'auto' (continue the newest matching run from its last.pt) or a checkpoint "
+                        "path; empty = start afresh")
+    c.add_argument("--output_dir", default="Log", help="root of the run directories")
+    c.add_argument("--frontend_type", default="restcn",
+                   help="frontend network: restcn (13 residual 1-D blocks) or vit")
+    c.add_argument("--width_mult", type=float, default=1.0,
+                   help="ResTcn channel multiplier (1.0 = the original 32..1024 channels)")
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="xrd_mp",
                    help="dataset name; selects file names in the NPY layout "
-                        "(ccdc, coremof19, inor, xrd_mp, ...)")
+                        "(ccdc, coremof19, inor, xrd_mp, ...) and names the run directory")
     d.add_argument("--data_format", default="auto",
                    choices=["auto", "npy", "lmdb", "raw", "peaks", "cifar10_lt", "cifar100_lt"],
                    help="reader; 'auto' = npy with --use_processed_npy, else detected from --data_dir "
                         "(the built-in default without it)")
-    d.add_argument("--use_processed_npy", action="store_true", help="read the preprocessed NPY layout")
-    d.add_argument("--processed_data_dir", default=None, help="root of the NPY layout")
-    d.add_argument("--data_dir", default=None, help="root of an LMDB / raw / built-in dataset")
+    d.add_argument("--use_processed_npy", action="store_true",
+                   help="read the seed's NPY layout under --processed_data_dir (docs/SEED_CLI.md)")
+    d.add_argument("--processed_data_dir", default=None,
+                   help="root of the NPY layout (default: none; needs --use_processed_npy)")
     d.add_argument("--rule_matrix_path", default=None,
                    help="230x230 space-group similarity CSV (default: the derived crystallographic one)")
-    d.add_argument("--sg_count_path", default=None, help="sg,count CSV (default: from training labels)")
-    d.add_argument("--batch_size", type=int, default=128)
-    d.add_argument("--num_workers", type=int, default=0)
+    d.add_argument("--sg_count_path", default=None,
+                   help="sg,count CSV of training counts (default: counted from the training labels)")
+    d.add_argument("--num_workers", type=int, default=0,
+                   help="DataLoader worker processes (0 = load in the main process)")
     d.add_argument("--augment", type=str2bool, default=True,
-                   help="train-time pattern augmentations (peak-list datasets)")
-    d.add_argument("--max_train_samples", type=int, default=None, help="debug: cap the train split")
+                   help="train-time pattern augmentations (peak-list datasets; True/False)")
+    d.add_argument("--max_train_samples", type=int, default=None,
+                   help="debug: keep this many random training samples (default: all)")
     d.add_argument("--imbalance_factor", type=float, default=100.0,
                    help="CIFAR-LT readers: n_max / n_min of the exponential training profile")
     d.add_argument("--lt_sampling", default="cao", choices=["cao", "glmc", "first"],
-                   help="CIFAR-LT readers: which images each class keeps (conventions.md 1.1)")
+                   help="CIFAR-LT readers: which images each class keeps "
+                        "(docs/methods/conventions.md §1.1)")
     d.add_argument("--cifar_view_aug", default="standard", choices=["standard", "simclr"],
                    help="CIFAR-LT readers: augmentation of the extra views of two-view methods")
 
     m = p.add_argument_group("model")
-    m.add_argument("--method", default="icl", help="training method (loss plug-in)")
-    m.add_argument("--model", default=None, help="model head (default: the method's own)")
-    m.add_argument("--frontend_type", default="restcn", help="frontend network (restcn, vit)")
-    m.add_argument("--vit_patch_size", type=int, default=50)
-    m.add_argument("--vit_embed_dim", type=int, default=256)
-    m.add_argument("--vit_depth", type=int, default=6)
-    m.add_argument("--vit_num_heads", type=int, default=8)
-    m.add_argument("--vit_mlp_ratio", type=float, default=4.0)
-    m.add_argument("--vit_use_cls_token", action="store_true")
-    m.add_argument("--width_mult", type=float, default=1.0,
-                   help="ResTcn channel multiplier (1.0 = the original 32..1024 channels)")
-    m.add_argument("--num_experts", type=int, default=8)
+    m.add_argument("--model", default=None,
+                   help="model head (default: the method's own, e.g. icl_moe for icl)")
+    m.add_argument("--vit_patch_size", type=int, default=50, help="ViT: patch length in grid points")
+    m.add_argument("--vit_embed_dim", type=int, default=256, help="ViT: token width")
+    m.add_argument("--vit_depth", type=int, default=6, help="ViT: transformer blocks")
+    m.add_argument("--vit_num_heads", type=int, default=8, help="ViT: attention heads")
+    m.add_argument("--vit_mlp_ratio", type=float, default=4.0, help="ViT: MLP width / token width")
+    m.add_argument("--vit_use_cls_token", action="store_true",
+                   help="ViT: pool with a class token (else the mean of the patch tokens)")
+    m.add_argument("--num_experts", type=int, default=8, help="experts of the ICL mixture")
     m.add_argument("--head_experts", default="0,1,2,3",
                    help="expert ids trained with CE; the gate prior routes head-heavy systems to them")
     m.add_argument("--tail_experts", default="4,5,6,7",
@@ -85,36 +155,40 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     m.add_argument("--mask_mode", default="hard", choices=["hard", "soft", "none"],
                    help="dynamic masking of SG logits by the predicted crystal system at inference")
     m.add_argument("--learn_gate_prior", action="store_true",
-                   help="make the (7, K) crystallographic gate prior learnable (default: fixed buffer)")
+                   help="make the (7, K) crystallographic gate prior learnable (else a fixed buffer)")
 
     o = p.add_argument_group("optim")
     o.add_argument("--use_adamw", action="store_true", help="AdamW (lr 5e-4, wd 1e-4) instead of SGD")
-    o.add_argument("--lr", type=float, default=None,
-                   help="base lr (default 5e-4 with --use_adamw, else 1e-4)")
     o.add_argument("--weight_decay", type=float, default=None,
-                   help="default 1e-4 with --use_adamw, else 5e-4")
-    o.add_argument("--momentum", type=float, default=0.9)
-    o.add_argument("--max_grad_norm", type=float, default=1.0)
-    o.add_argument("--grad_warn_threshold", type=float, default=100.0)
-    o.add_argument("--disable_grad_warn", action="store_true")
-    o.add_argument("--warmup_epochs", type=float, default=1.0)
+                   help="weight decay; unset: 1e-4 with --use_adamw, else 5e-4")
+    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (unused with --use_adamw)")
+    o.add_argument("--max_grad_norm", type=float, default=1.0,
+                   help="clip the gradient norm to this value (<= 0: no clipping)")
+    o.add_argument("--grad_warn_threshold", type=float, default=100.0,
+                   help="warn once per epoch, with the count of steps, when the pre-clip gradient "
+                        "norm exceeded this")
+    o.add_argument("--disable_grad_warn", action="store_true", help="never warn about gradient norms")
+    o.add_argument("--warmup_epochs", type=float, default=1.0,
+                   help="linear lr warm-up, in epochs (fractions allowed)")
     o.add_argument("--adjust_lr_strategy", action="store_true",
                    help="delay early decay: cosine to --early_decay_target_lr over the first "
                         "--early_decay_ratio of training, then cosine to ~0")
-    o.add_argument("--early_decay_ratio", type=float, default=0.2)
-    o.add_argument("--early_decay_target_lr", type=float, default=1e-3)
-    o.add_argument("--lr_restart_enabled", action="store_true", help="warm restarts after a plateau")
-    o.add_argument("--lr_restart_patience", type=int, default=20)
+    o.add_argument("--early_decay_ratio", type=float, default=0.2,
+                   help="fraction of the run spent in the early phase of --adjust_lr_strategy")
+    o.add_argument("--early_decay_target_lr", type=float, default=1e-3,
+                   help="lr at the end of the early phase of --adjust_lr_strategy")
+    o.add_argument("--lr_restart_enabled", action="store_true",
+                   help="warm restart (to half the base lr) after a validation plateau")
+    o.add_argument("--lr_restart_patience", type=int, default=20,
+                   help="epochs without improvement before a restart (--lr_restart_enabled)")
 
     t = p.add_argument_group("train")
-    t.add_argument("--epochs", type=int, default=100)
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--device", default="0", help="CUDA index or 'cpu'; falls back to CPU without CUDA")
-    t.add_argument("--resume", default="", help="'auto' (continue the run dir) or a checkpoint path")
-    t.add_argument("--early_stop_patience", type=int, default=0, help="0 = off")
-    t.add_argument("--output_dir", default="Log", help="root of run directories")
-    t.add_argument("--run_dir", default=None, help="exact run directory (default: generated)")
-    t.add_argument("--task", default="sg", help="task name in Log/{task}/...")
+    t.add_argument("--early_stop_patience", type=int, default=0,
+                   help="stop after this many epochs without improvement (0 = off)")
+    t.add_argument("--run_dir", default=None,
+                   help="exact run directory (default: OUTPUT_DIR/TASK/DATASET-EPOCHS_METHOD-MODEL-"
+                        "FRONTEND_TIMESTAMP)")
+    t.add_argument("--task", default="sg", help="task name, the folder under --output_dir")
     t.add_argument("--skip_nonfinite", action="store_true",
                    help="skip batches with a non-finite loss instead of stopping")
     t.add_argument("--stop_after_epoch", type=int, default=0,
@@ -131,10 +205,21 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                         "(only when DDP's error asks for it; costs a graph walk per step)")
 
     lg = p.add_argument_group("log")
-    lg.add_argument("--save_log", type=str2bool, default=True, help="write train.log (True/False)")
-    lg.add_argument("--use_wandb", action="store_true")
-    lg.add_argument("--wandb_project", default="xrd-longtail")
-    lg.add_argument("--log_level", default="INFO")
+    lg.add_argument("--save_log", type=str2bool, default=True,
+                    help="write train.log into the run directory (True/False)")
+    lg.add_argument("--log_level", default="INFO", type=str.upper,
+                    choices=["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR"],
+                    help="loguru level of the console and train.log")
+    lg.add_argument("--progress", default="auto", choices=["auto", "bar", "log", "none"],
+                    help="training progress: auto = a live bar (patterns/s, ETA) when stderr is a "
+                         "terminal, else a log line with the ETA every --progress_interval seconds "
+                         "and at each 10%% of an epoch; bar/log force one; none = epoch lines only")
+    lg.add_argument("--progress_interval", type=float, default=30.0,
+                    help="seconds between progress log lines when stderr is not a terminal (0 = a "
+                         "line at every 10%% of an epoch)")
+    lg.add_argument("--use_wandb", action="store_true",
+                    help="log to wandb (offline unless there is a login and the server answers)")
+    lg.add_argument("--wandb_project", default="xrd-longtail", help="wandb project name")
     return p
 
 
@@ -210,7 +295,9 @@ def parse_args(argv: list[str] | None = None,
     one method declares (e.g. ICL's ``use_contrast_scheme2``); only the chosen method's entry applies.
     """
     parser = parser or get_args_parser()
-    pre, _ = parser.parse_known_args(argv)
+    # the preset pass ignores -h, so that --help shows the defaults the run would really use
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre, _ = parser.parse_known_args([a for a in argv if a not in ("-h", "--help")])
     if pre.config:
         preset = load_preset(pre.config)
         per_method = preset.pop("per_method", {}) or {}
@@ -219,4 +306,6 @@ def parse_args(argv: list[str] | None = None,
         if unknown:
             raise ConfigError(f"{pre.config}: unknown keys {sorted(unknown)}")
         parser.set_defaults(**preset)
+        parser.epilog = (f"Defaults above include the preset '{pre.config}': "
+                         + ", ".join(f"--{k} {v}" for k, v in preset.items()) + ".")
     return parser.parse_args(argv)

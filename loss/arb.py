@@ -87,6 +87,7 @@ class ARBLoss(nn.Module):
     "mix_index" (B,) int64 and "mix_lam" () float. Returns {"loss", "l_arb"} (l_arb detached).
     """
 
+    summary = "ARB-Loss (Neurocomputing 2023): attraction-repulsion-balanced cross-entropy"
     default_model = "linear"
     trainer = "arb"  # the plain step unless mixup_alpha > 0
 

@@ -29,6 +29,7 @@ class CELoss(nn.Module):
     Returns (forward): {"loss": scalar with grad, "l_ce": the same value detached}.
     """
 
+    summary = "plain cross-entropy on the same frontend (the reference baseline)"
     default_model = "linear"
     trainer = "default"
 

@@ -151,6 +151,7 @@ class GHLoss(nn.Module):
     Buffers: ``etf`` (K, d), ``bank`` (N, K), ``seen`` (N,), ``prior`` (K,), ``current_epoch``.
     """
 
+    summary = "GH (NeurIPS 2023): geometric harmonization (ETF targets, Sinkhorn) on CE + NT-Xent"
     default_model = "gh_linear"
     trainer = "gh"
     n_views = 2

@@ -108,6 +108,7 @@ class GLMCLoss(nn.Module):
     Returns: ``{"loss", "l_bal", "l_rb", "l_mc", "alpha"}`` (components detached).
     """
 
+    summary = "GLMC (CVPR 2023): re-weighted second loader, MixUp/1-D CutMix, mixture consistency"
     default_model = "glmc"
     trainer = "glmc"
     n_views = 2                                   # two augmentations per sample (global / local mix)

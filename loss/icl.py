@@ -85,6 +85,7 @@ class ICLLoss(nn.Module):
     "l_mutual", "l_div", "l_hnm" for each extra whose weight is > 0; components are detached.
     """
 
+    summary = "ICL, the main method: crystal-system branch + rule-gated 8-expert mixture (IJCAI 2025)"
     default_model = "icl_moe"  # the model a method trains unless --model says otherwise
     trainer = "default"
 
@@ -254,9 +255,10 @@ class ICLLoss(nn.Module):
         g.add_argument("--lambda_col", type=float, default=0.3, help="weight of L_col (collaboration)")
         g.add_argument("--disable_col", action="store_true", help="switch L_col off")
         g.add_argument("--col_detach_ensemble", action="store_true",
-                       help="L_col: treat the ensemble as a fixed target (CODE does not detach it)")
+                       help="L_col: treat the ensemble as a fixed target (the XRD reference code does not)")
         g.add_argument("--scl_variant", default="seed", choices=list(SCL_VARIANTS),
-                       help="seed = CODE's L_scl (unbounded below); soft = SupCon with weights R")
+                       help="seed = the XRD reference code's L_scl (unbounded below); "
+                            "soft = SupCon weighted by the rule matrix")
         g.add_argument("--scl_temperature", type=float, default=0.07, help="L_scl temperature")
         g.add_argument("--scl_threshold", type=float, default=0.8,
                        help="R above which two groups are positives (seed variant)")

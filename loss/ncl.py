@@ -120,6 +120,7 @@ class NCLLoss(nn.Module):
     detached).
     """
 
+    summary = "NCL (CVPR 2022): K full experts, balanced NIL + NBOD distillation, hard categories"
     default_model = "ncl"
     trainer = "ncl"
 
