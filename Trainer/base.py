@@ -26,6 +26,7 @@ from loguru import logger
 from torch import nn
 from tqdm import tqdm
 
+from metrics.batch import batch_accuracy
 from Trainer.evaluator import Evaluator, to_device
 from Trainer.interrupt import StopFlag, TrainingInterrupted, meters_from_state, meters_state
 from Trainer.registry import TRAINERS
@@ -113,8 +114,31 @@ class Trainer:
 
     def train_step(self, batch: dict[str, Any], epoch: int, step: int) -> dict[str, float]:
         """One optimisation step; the single override point of method-specific trainers."""
-        _, losses = self.forward_loss(batch)
-        return self.backward_step(losses, epoch, step)
+        outputs, losses = self.forward_loss(batch)
+        return self.with_train_accuracy(self.backward_step(losses, epoch, step), outputs, batch)
+
+    @staticmethod
+    def with_train_accuracy(stats: dict[str, float], outputs: dict[str, Any], batch: dict[str, Any],
+                            y_mix: torch.Tensor | None = None, lam: float = 1.0) -> dict[str, float]:
+        """``stats`` plus the batch's training accuracy (``sg_top1``, ``cs_acc``, ``cs_head_acc``;
+        logged as ``train_*``), from the outputs the loss saw, before the optimiser step.
+
+        The first ``len(batch["y_sg"])`` rows of ``outputs["logits"]`` are scored (a step that
+        stacks views, e.g. GH's, puts view 0 first). A mixed batch scores
+        ``lam·[pred = y] + (1 − lam)·[pred = y_mix]`` (``metrics.batch.batch_accuracy``); ARB's
+        mixup batch carries ``mix_index``/``mix_lam`` and is scored that way automatically.
+        A skipped step (empty ``stats``) stays empty.
+        """
+        if not stats or not isinstance(outputs, dict) or "logits" not in outputs:
+            return stats
+        y = batch["y_sg"]
+        if y_mix is None and "mix_index" in batch:
+            y_mix, lam = y[batch["mix_index"]], float(batch["mix_lam"])
+        n = len(y)
+        cs = outputs.get("cs_logits")
+        stats.update(batch_accuracy(outputs["logits"][:n], y, cs[:n] if cs is not None else None,
+                                    y_mix, lam))
+        return stats
 
     def backward_step(self, losses: dict[str, torch.Tensor], epoch: int, step: int) -> dict[str, float]:
         """Check finiteness, backward, clip, warn, step; returns the components as floats."""
@@ -237,8 +261,10 @@ class Trainer:
             self.schedule.observe(epoch, score)
             record.update(best=self.best, best_epoch=self.best_epoch, skipped_batches=self.skipped_batches)
             logger.info(f"epoch {epoch + 1}/{self.epochs} loss {record.get('train_loss', float('nan')):.4f}"
-                        f" {sel} top1 {score:.4f} (best {self.best:.4f} @ {self.best_epoch}) "
-                        f"{record['train_samples_per_s']:.0f} samples/s")
+                        f" train top1 {record.get('train_sg_top1', float('nan')):.4f} cs "
+                        f"{record.get('train_cs_acc', float('nan')):.4f} | {sel} top1 {score:.4f} cs "
+                        f"{metrics.get('cs_acc', float('nan')):.4f} (best {self.best:.4f} @ "
+                        f"{self.best_epoch}) {record['train_samples_per_s']:.0f} samples/s")
             if self.writer:
                 self.writer.write(record)
             self.start_epoch = epoch + 1

@@ -33,4 +33,5 @@ class GHTrainer(Trainer):
                             enabled=self.amp_dtype is not None):
             outputs = self.model(x)
             losses = self.loss_fn(outputs, batch)
-        return self.backward_step(losses, epoch, step)
+        # training accuracy of view 0 (the first B rows of the stacked outputs)
+        return self.with_train_accuracy(self.backward_step(losses, epoch, step), outputs, batch)

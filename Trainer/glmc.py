@@ -12,6 +12,11 @@ Recognitions", CVPR 2023; spec shared/methods/glmc.md §2. Per step:
 4. the model's training outputs on x_G and x_L go to the ``glmc`` loss (α_e·L_bal + (1−α_e)·L_rb
    + λ_MC·L_MC, α_e set by the loss's ``on_epoch_start``); one optimiser step.
 
+Training accuracy (``train_sg_top1`` / ``train_cs_acc`` in ``log.jsonl``) is measured on the
+global (MixUp) batch x_G as λ·[pred = y^a] + (1−λ)·[pred = y^b], the expected accuracy against a
+label drawn with the mixing weights; it is lower than a clean batch's would be (a MixUp of two
+patterns is harder to call), so compare it with validation only as a trend.
+
 Changed for 1-D XRD patterns: the CutMix region of a (B, 1, L) batch is one 2θ segment of
 ceil(L·(1−λ)) points with a uniform centre, clipped at the ends (the image version cuts a box of
 side ratio sqrt(1−λ) per axis; kept for (B, C, H, W) inputs so CIFAR-LT runs follow the paper).
@@ -119,7 +124,8 @@ class GLMCTrainer(Trainer):
         stats = self.backward_step(losses, epoch, step)
         if stats:
             stats["lam"] = lam
-        return stats
+        # training accuracy of the global (MixUp) view: λ·[pred = y^a] + (1 − λ)·[pred = y^b]
+        return self.with_train_accuracy(stats, outputs["global"], targets, targets["y_mix"], lam)
 
     def skip_step(self, batch: dict[str, Any], epoch: int, step: int) -> None:
         """A mid-epoch resume replays the re-weighted draws of the skipped steps too."""

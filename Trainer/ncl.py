@@ -29,4 +29,5 @@ class NCLTrainer(Trainer):
                             enabled=self.amp_dtype is not None):
             outputs = self.model(views[0], key_view=views[1])
             losses = self.loss_fn(outputs, batch)
-        return self.backward_step(losses, epoch, step)
+        # training accuracy of the query view's logits (mean over experts), the view the loss sees
+        return self.with_train_accuracy(self.backward_step(losses, epoch, step), outputs, batch)

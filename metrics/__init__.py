@@ -4,6 +4,7 @@ Conventions: inputs are torch tensors or numpy arrays with 0-based labels; resul
 in [0, 1]; classes absent from the evaluation set are left out of every per-class mean.
 """
 
+from metrics.batch import batch_accuracy
 from metrics.classification import (
     confusion_matrix,
     macro_f1,
@@ -39,7 +40,7 @@ from metrics.plots import (
 from metrics.summary import PER_CLASS_COLUMNS, per_class_table, summarize, write_per_class_csv
 
 __all__ = [
-    "ICL_XRD_REFERENCE_N", "PER_CLASS_COLUMNS", "SHOT_PRESETS", "ShotGroups",
+    "ICL_XRD_REFERENCE_N", "PER_CLASS_COLUMNS", "SHOT_PRESETS", "ShotGroups", "batch_accuracy",
     "confusion_matrix", "cs_accuracy_from_sg", "cs_correct_from_sg", "cs_head_accuracy",
     "enantiomorph_accuracy", "enantiomorph_correct", "extinction_accuracy", "extinction_correct",
     "gate_usage", "gate_usage_by_cs",

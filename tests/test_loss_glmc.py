@@ -403,7 +403,7 @@ def test_one_epoch_smoke(tiny_data, tmp_path):
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     rec = log[0]
     assert len(log) == 1 and np.isfinite(rec["train_loss"]) and rec["train_alpha"] == 1.0
-    for k in ("train_l_bal", "train_l_rb", "train_l_mc", "train_lam"):
+    for k in ("train_l_bal", "train_l_rb", "train_l_mc", "train_lam", "train_sg_top1", "train_cs_acc"):
         assert np.isfinite(rec[k]), k
     assert -2.0 <= rec["train_l_mc"] <= 2.0
     ck = torch.load(run / "last.pt", weights_only=True)

@@ -39,6 +39,10 @@ def test_train_then_test_then_predict(tiny_data, tmp_path, method, capsys):
     assert run.parent == tmp_path / "Log" / "sg" and run.name.startswith("xrd_mp-1_")
     log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and np.isfinite(log[0]["train_loss"])
+    # training accuracy next to validation (issue 10): SG top-1, CS, and the CS head for ICL
+    assert 0 <= log[0]["train_sg_top1"] <= log[0]["train_cs_acc"] <= 1
+    assert ("train_cs_head_acc" in log[0]) == (method == "icl")
+    assert "train top1" in (run / "train.log").read_text()
     out = capsys.readouterr().out
     assert "SG top-1" in out and "Few-shot" in out
 
