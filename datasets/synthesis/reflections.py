@@ -1,36 +1,175 @@
-"""Kinematic powder-diffraction peak lists from crystal structures (pymatgen's XRDCalculator).
+"""Reflection families and structure-factor sums: what a pattern needs to be re-rendered in any
+cell of the same crystal system (lattice augmentation), and the sticks of a structure.
 
-One function, used by the simulator and the raw (CIF) reader, so both produce identical sticks.
+A crystal is a cell plus fractional coordinates. For every reflection h = (hkl) inside the
+limiting sphere we keep, per *family* of symmetry-equivalent reflections (the orbit of h under the
+Laue group, i.e. the point-group rotations and −1), one representative h, the multiplicity and,
+per element e, the complex sum S_e(h) = Σ_{j∈e} occ_j exp(2πi h·x_j). Equivalent reflections have
+equal |F|² (no anomalous dispersion) and equal d in every cell that keeps the crystal system, so
+in a strained cell the family's integrated intensity is
+
+    I = mult · |Σ_e f_e(s) S_e(h)|² · LP(θ),   s = sin θ / λ = 1 / (2d),
+
+with new d-spacings, new Lorentz–polarisation and new form factors
+(``datasets.rendering.physics.family_intensities``). Families are kept apart even when they
+coincide in this cell (e.g. (300) and (221) of a cubic cell, or hkl and khl in Laue class 4/m):
+peaks that overlap in one cell separate in another.
+
+The same computation gives the sticks of the unstrained structure, replacing pymatgen's
+``XRDCalculator`` in the simulator (vectorised over all hkl at once; ``tests/test_reflections.py``
+checks equality with pymatgen for all seven crystal systems).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
+from functools import cache
 
 import numpy as np
+
+from datasets.rendering.lattice_aug import family_sticks
+from datasets.rendering.physics import MAX_Z, N_FF_TERMS, inv_d2
+
+# Families are enumerated up to a reciprocal radius this much larger than the data's 2θ range
+# needs, so that lattice augmentation may shrink a cell by up to ~1/G_MARGIN − 1 (13 %) and still
+# find every reflection that enters the range.
+G_MARGIN = 1.15
+SYMPREC = 0.01
+
+
+@cache
+def form_factor_table() -> np.ndarray:
+    """(MAX_Z + 1, N_FF_TERMS, 2) coefficients (a_k, b_k) per atomic number (zeros: unknown).
+
+    Read from pymatgen's ``atomic_scattering_params.json`` (the parametrisation its XRDCalculator
+    uses), so sticks computed here equal pymatgen's; stored with every dataset that carries
+    families, so training needs neither pymatgen nor this file.
+    """
+    import pymatgen.analysis.diffraction.xrd as xrd
+    from pymatgen.core.periodic_table import Element
+
+    path = os.path.join(os.path.dirname(xrd.__file__), "atomic_scattering_params.json")
+    with open(path) as fh:
+        params = json.load(fh)
+    table = np.zeros((MAX_Z + 1, N_FF_TERMS, 2), np.float64)
+    for sym, pairs in params.items():
+        arr = np.asarray(pairs, np.float64)[:N_FF_TERMS]
+        table[Element(sym).Z, :len(arr)] = arr
+    return table
+
+
+def laue_rotations(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray,
+                   symprec: float = SYMPREC) -> np.ndarray:
+    """Distinct rotation parts W (n, 3, 3) int of the structure's space group, with −W added.
+
+    In the basis of the given cell; a reflection h (row vector) maps to h·W.
+    """
+    import spglib
+
+    sym = spglib.get_symmetry((lattice, frac, numbers), symprec=symprec)
+    if sym is None:
+        raise ValueError("spglib found no symmetry (invalid structure)")
+    rots = np.unique(np.asarray(sym["rotations"], np.int64).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
+    return np.unique(np.concatenate([rots, -rots]).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
+
+
+def _hkl_in_sphere(cell: np.ndarray, g_max: float) -> np.ndarray:
+    """All h ≠ 0 with 1/d ≤ g_max, (M, 3) int64 (|h| ≤ g_max·a etc., since h = g·a)."""
+    lim = np.floor(g_max * np.asarray(cell[:3], np.float64) + 1e-9).astype(int)
+    axes = [np.arange(-n, n + 1) for n in lim]
+    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    hkl = hkl[np.any(hkl != 0, axis=1)]
+    return hkl[inv_d2(hkl, cell) <= g_max * g_max * (1 + 1e-12)]
+
+
+def structure_arrays(structure) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(cell (6,), lattice matrix (3, 3), frac (n, 3), Z (n,), occupancy (n,)) of an ordered or
+    disordered pymatgen structure (a disordered site contributes one row per species)."""
+    lat = structure.lattice
+    cell = np.array([lat.a, lat.b, lat.c, lat.alpha, lat.beta, lat.gamma], np.float64)
+    frac, z, occ = [], [], []
+    for site in structure:
+        for sp, o in site.species.items():
+            frac.append(site.frac_coords)
+            z.append(sp.Z)
+            occ.append(float(o))
+    return cell, np.asarray(lat.matrix, np.float64), np.asarray(frac, np.float64).reshape(-1, 3), \
+        np.asarray(z, np.int64), np.asarray(occ, np.float64)
+
+
+def reflection_families(structure, wavelength: float = 1.5406, two_theta_max: float = 90.0,
+                        g_margin: float = G_MARGIN, symprec: float = SYMPREC) -> dict[str, np.ndarray]:
+    """Reflection families of a pymatgen structure (see the module docstring).
+
+    Args:
+        structure: ``pymatgen.core.Structure`` in any setting (families use its own cell).
+        wavelength: Å; with ``two_theta_max`` it sets the limiting radius 2 sin θ_max / λ.
+        g_margin: enumerate up to ``g_margin`` × that radius (room for shrinking cells).
+        symprec: spglib tolerance of the symmetry used to group reflections.
+
+    Returns:
+        ``cell`` (6,) float64, ``hkl`` (F, 3) int16 representatives, ``mult`` (F,) int16,
+        ``sf`` (F, E, 2) float64 Re/Im of S_e, ``z`` (E,) int16 elements, sorted by 1/d.
+    """
+    cell, matrix, frac, z_site, occ = structure_arrays(structure)
+    g_max = 2.0 * np.sin(np.radians(min(float(two_theta_max), 180.0) / 2.0)) / float(wavelength)
+    hkl = _hkl_in_sphere(cell, g_max * g_margin)
+    rots = laue_rotations(matrix, frac, z_site, symprec)
+    # canonical member of each orbit: the lexicographically largest h·W
+    orbit = np.einsum("mi,nij->mnj", hkl, rots)  # (M, n_ops, 3)
+    span = int(np.abs(hkl).max(initial=0)) * 3 + 1
+    code = ((orbit[..., 0] + span) * (2 * span + 1) + orbit[..., 1] + span) * (2 * span + 1) \
+        + orbit[..., 2] + span
+    canon = code.max(axis=1)
+    uniq, first, mult = np.unique(canon, return_index=True, return_counts=True)
+    best = np.argmax(code[first], axis=1)
+    rep = orbit[first, best]  # (F, 3) the canonical member itself
+    elements = np.unique(z_site)
+    phase = np.exp(2j * np.pi * (rep.astype(np.float64) @ frac.T))  # (F, n_sites)
+    onehot = (z_site[:, None] == elements[None, :]) * occ[:, None]  # (n_sites, E)
+    s_e = phase @ onehot  # (F, E) complex
+    order = np.argsort(inv_d2(rep, cell), kind="stable")
+    return {"cell": cell, "hkl": rep[order].astype(np.int16), "mult": mult[order].astype(np.int16),
+            "sf": np.stack([s_e.real, s_e.imag], -1)[order], "z": elements.astype(np.int16)}
 
 
 def structure_peaks(structure, wavelength: float = 1.5406, two_theta_range=(5.0, 90.0),
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Peak positions and intensities of a pymatgen ``Structure``.
+    """Kinematic sticks of a pymatgen ``Structure`` (2θ [deg], intensity max 100), float32.
 
-    Args:
-        structure: ``pymatgen.core.Structure``.
-        wavelength: X-ray wavelength in Å (default Cu Kα1).
-        two_theta_range: (min, max) 2θ in degrees.
-
-    Returns:
-        (two_theta (n,) float32 in degrees, intensity (n,) float32 scaled to max 100). Peaks with
-        the same 2θ (multiplicity) are already merged by pymatgen; Lorentz-polarisation and
-        Debye–Waller-free atomic scattering factors are pymatgen's.
+    Reflections at the same 2θ (within 10⁻⁵°, pymatgen's tolerance) are merged, so the result is
+    pymatgen's ``XRDCalculator.get_pattern(structure, scaled=True)``; used by the simulator, the
+    raw CIF reader and the external set, so all three produce identical sticks.
     """
-    from pymatgen.analysis.diffraction.xrd import XRDCalculator  # heavy import, lazily
+    fam = reflection_families(structure, wavelength, two_theta_range[1], g_margin=1.0)
+    tt, it = family_sticks(fam["hkl"], fam["mult"], fam["sf"], fam["z"],
+                           form_factor_table()[fam["z"].astype(np.int64)], fam["cell"], wavelength,
+                           two_theta_range)
+    tt, it = merge_coincident(tt.astype(np.float64), it.astype(np.float64))
+    keep = it > 1e-3  # drop numerically-zero reflections (systematic absences rounding)
+    return tt[keep].astype(np.float32), it[keep].astype(np.float32)
+
+
+def merge_coincident(tt: np.ndarray, it: np.ndarray, tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
+    """Sum sticks of sorted 2θ closer than ``tol`` (chained), rescale to max 100."""
+    if len(tt) == 0:
+        return tt, it
+    start = np.concatenate([[True], np.diff(tt) > tol])
+    grp = np.cumsum(start) - 1
+    out = np.bincount(grp, weights=it)
+    pos = tt[start]
+    return pos, out * (100.0 / out.max())
+
+
+def pymatgen_peaks(structure, wavelength: float = 1.5406, two_theta_range=(5.0, 90.0),
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """pymatgen's ``XRDCalculator`` sticks (the independent reference of the tests)."""
+    from pymatgen.analysis.diffraction.xrd import XRDCalculator
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        pattern = XRDCalculator(wavelength=float(wavelength)).get_pattern(
+        p = XRDCalculator(wavelength=float(wavelength)).get_pattern(
             structure, scaled=True, two_theta_range=tuple(two_theta_range))
-    tt = np.asarray(pattern.x, dtype=np.float32)
-    inten = np.asarray(pattern.y, dtype=np.float32)
-    keep = inten > 1e-3  # drop numerically-zero reflections (systematic absences rounding)
-    return tt[keep], inten[keep]
+    return np.asarray(p.x, np.float64), np.asarray(p.y, np.float64)
