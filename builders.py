@@ -29,7 +29,8 @@ from utils.logging import setup_logging
 from utils.rule_matrix import build_rule_matrix, load_rule_matrix
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
-READER_OPTIONS = ("imbalance_factor", "lt_sampling", "cifar_view_aug")
+READER_OPTIONS = ("imbalance_factor", "lt_sampling", "cifar_view_aug", "lattice_aug", "lattice_strain",
+                  "lattice_angle_deg")
 EXTRA_LOADER_SEED_SALT = 7919  # an extra loader's augmentations: a stream of their own
 
 

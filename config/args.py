@@ -125,6 +125,14 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="DataLoader worker processes (0 = load in the main process)")
     d.add_argument("--augment", type=str2bool, default=True,
                    help="train-time pattern augmentations (peak-list datasets; True/False)")
+    d.add_argument("--lattice_aug", type=str2bool, default=None,
+                   help="exact lattice augmentation: re-render each training crystal in a randomly "
+                        "strained cell of its crystal system (default: on for simulated data, which "
+                        "carries structures; data without them, e.g. user NPY, cannot use it)")
+    d.add_argument("--lattice_strain", type=float, default=0.06,
+                   help="lattice augmentation: max relative change of each free cell length")
+    d.add_argument("--lattice_angle_deg", type=float, default=3.0,
+                   help="lattice augmentation: max change of each free cell angle [deg]")
     d.add_argument("--max_train_samples", type=int, default=None,
                    help="debug: keep this many random training samples (default: all)")
     d.add_argument("--imbalance_factor", type=float, default=100.0,

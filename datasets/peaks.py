@@ -8,7 +8,9 @@ On disk: one ``.npz`` (``np.savez_compressed``; always loaded with ``allow_pickl
 arrays ``offsets`` (N+1,) int64, ``two_theta`` (P,) float32 [deg], ``intensity`` (P,) float32
 (max of each pattern = 100), ``sg`` (N,) int16 (1..230), ``wavelength`` () float64 and optional
 per-sample metadata arrays ``meta_<name>`` (e.g. ``meta_formula`` unicode, ``meta_lattice``
-(N, 6) float32, ``meta_source_id`` unicode).
+(N, 6) float32, ``meta_source_id`` unicode). Simulated tables also carry the crystal structures
+(``st_*``) and may carry their reflection families (``fam_*``), see ``datasets.crystals``; tables
+written before either existed load unchanged (no lattice augmentation for them).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.crystals import FamilyTable, StructureTable, from_arrays, to_arrays
 from utils.crystal import N_SG
 from utils.errors import DataError, fail
 
@@ -31,6 +34,8 @@ class PeakTable:
     sg: np.ndarray
     wavelength: float = 1.5406
     meta: dict[str, np.ndarray] = field(default_factory=dict)
+    structures: StructureTable | None = None
+    families: FamilyTable | None = None
 
     def __len__(self) -> int:
         return len(self.sg)
@@ -73,6 +78,10 @@ class PeakTable:
             if np.ndim(v) == 0 or len(v) != n:
                 raise fail(DataError, source, f"metadata '{k}' has {len(v)} rows for {n} patterns",
                            "regenerate the peak table")
+        for extra in (self.structures, self.families):
+            if extra is not None and len(extra) != n:
+                raise fail(DataError, source, f"{type(extra).__name__} has {len(extra)} rows for {n} "
+                           "patterns", "regenerate the peak table")
         return self
 
     def subset(self, idx: np.ndarray) -> PeakTable:
@@ -82,7 +91,9 @@ class PeakTable:
         take = np.concatenate([np.arange(self.offsets[i], self.offsets[i + 1]) for i in idx]) \
             if len(idx) else np.zeros(0, np.int64)
         return PeakTable(offs, self.two_theta[take], self.intensity[take], self.sg[idx],
-                         self.wavelength, {k: v[idx] for k, v in self.meta.items()})
+                         self.wavelength, {k: v[idx] for k, v in self.meta.items()},
+                         None if self.structures is None else self.structures.subset(idx),
+                         None if self.families is None else self.families.subset(idx))
 
     @classmethod
     def from_lists(cls, two_theta: list[np.ndarray], intensity: list[np.ndarray], sg: list[int],
@@ -102,6 +113,8 @@ class PeakTable:
         arrays = {"offsets": self.offsets, "two_theta": self.two_theta, "intensity": self.intensity,
                   "sg": self.sg, "wavelength": np.float64(self.wavelength)}
         arrays.update({f"meta_{k}": v for k, v in self.meta.items()})
+        arrays.update(to_arrays(self.structures))
+        arrays.update(to_arrays(self.families))
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)
         return path
@@ -130,4 +143,5 @@ class PeakTable:
         raw = cls(d["offsets"], d["two_theta"], d["intensity"], d["sg"], float(wl), meta).validate(path)
         return cls(raw.offsets.astype(np.int64), raw.two_theta.astype(np.float32),
                    raw.intensity.astype(np.float32), raw.sg.astype(np.int16), raw.wavelength,
-                   meta).validate(path)
+                   meta, from_arrays(StructureTable, d, path),
+                   from_arrays(FamilyTable, d, path)).validate(path)

@@ -3,20 +3,20 @@
     python -m datasets.simulate --out data/xrd_mp --scale 0.05 --workers 2
 
 Phases: (1) plan the jobs from pyxtal's Materials Project table (``datasets.synthesis.plan``);
-(2) generate structures with pyxtal (``datasets.synthesis.structures``) and their kinematic peak lists
-(``datasets.synthesis.reflections.structure_peaks``) in parallel processes, appending finished jobs to
-resumable shards; (3) assemble, sorted by (split, index), into ``peaks_{split}.npz``, the LMDB
-folders, ``sg_count.csv``, ``rule_matrix.csv`` and ``dataset.json`` (with a failure report).
+(2) run them (``datasets.synthesis.jobs``: a pyxtal structure, spglib's check of its label, its
+kinematic sticks from ``datasets.synthesis.reflections``) in parallel processes, appending finished
+jobs to resumable shards (``datasets.synthesis.shards``); (3) assemble, sorted by (split, index),
+into ``peaks_{split}.npz`` (sticks, metadata and the structures, from which lattice augmentation
+derives reflection families), the LMDB folders, ``sg_count.csv``, ``rule_matrix.csv`` and
+``dataset.json`` (with a failure report).
 An interrupted run continues where it stopped and yields the same files (same checksums).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import hashlib
-import io
 import json
 import os
 import platform
@@ -27,70 +27,17 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
+from datasets.crystals import StructureTable
 from datasets.peaks import PeakTable
-from datasets.synthesis.plan import SPLIT_ID, SPLITS, Job, ShardStore, load_mp_table, make_plan, take_jobs
-from datasets.synthesis.structures import GENERATOR_VERSION, generate_structure, mp_table_path
+from datasets.synthesis.jobs import JobRunner
+from datasets.synthesis.plan import SPLIT_ID, SPLITS, Job, load_mp_table, make_plan
+from datasets.synthesis.shards import ShardStore, take_jobs
+from datasets.synthesis.structures import GENERATOR_VERSION, mp_table_path
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS
 from utils.grid import GridSpec
 
-_TABLE: dict | None = None
-_OPTS: dict = {}
 
-
-def _worker_init(table_path: str, opts: dict) -> None:
-    """Per-process state: the MP table and generation options (threads pinned to one)."""
-    global _TABLE, _OPTS
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    _TABLE = load_mp_table(table_path)
-    _OPTS = dict(opts)
-
-
-def run_job(job: Job) -> dict:
-    """Generate one structure and its peak list. Never raises: failures are results too."""
-    from datasets.synthesis.reflections import structure_peaks
-
-    t0 = time.perf_counter()
-    wps, n_atoms = str(_TABLE["wps"][job.row]), int(_TABLE["n_atoms"][job.row])
-    out = {"split": job.split, "index": job.index, "sg": job.sg, "ok": False, "formula": "",
-           "lattice": (0.0,) * 6, "n_atoms": n_atoms, "wps": wps, "attempts": 0, "relaxed": 0,
-           "errors": "", "two_theta": np.zeros(0, np.float32), "intensity": np.zeros(0, np.float32)}
-    rng = job.rng()
-    # pyxtal prints "Error: ..." lines on stdout for rejected compositions; keep the bar clean.
-    with contextlib.redirect_stdout(io.StringIO()):
-        try:
-            res = generate_structure(job.sg, wps, rng, tol_factor=_OPTS["tol_factor"],
-                                     volume_factor=_OPTS["volume_factor"])
-            out.update(attempts=res.attempts, relaxed=res.relaxed, errors=" | ".join(res.errors)[:500])
-            if res.structure is not None:
-                tt, it = structure_peaks(res.structure, wavelength=_OPTS["wavelength"],
-                                         two_theta_range=_OPTS["two_theta_range"])
-                tt, it = compact_peaks(tt, it, _OPTS["min_intensity"])
-                if len(tt) == 0:
-                    out["errors"] = (out["errors"] + " | no peak in range")[:500]
-                else:
-                    out.update(ok=True, formula=res.formula, lattice=tuple(map(float, res.lattice)),
-                               two_theta=tt, intensity=it)
-        except Exception as exc:  # a bug or a pymatgen failure must not kill the whole run
-            out["errors"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-    out["seconds"] = time.perf_counter() - t0
-    return out
-
-
-def compact_peaks(tt: np.ndarray, it: np.ndarray, min_intensity: float) -> tuple[np.ndarray, np.ndarray]:
-    """Drop sticks weaker than ``min_intensity`` (% of the strongest) and round the rest.
-
-    2θ is rounded to multiples of 2^-12 deg (0.00024°, far below the 0.01° grid step) and
-    intensities to float16 precision (relative 5e-4): invisible after rendering, but the stored
-    peak lists compress about twice as well. Weak sticks below a lab detection limit (~0.1–0.5 %
-    of the strongest reflection) cannot be seen in a measured pattern either.
-    """
-    keep = it >= min_intensity
-    tt = (np.round(tt[keep].astype(np.float64) * 4096.0) / 4096.0).astype(np.float32)
-    it = it[keep].astype(np.float16).astype(np.float32)
-    return tt, it
-
-
-def generate(jobs: list[Job], store: ShardStore, table_path: str, opts: dict, workers: int,
+def generate(jobs: list[Job], store: ShardStore, runner: JobRunner, workers: int,
              shard_size: int, chunksize: int) -> int:
     """Run ``jobs``, flushing a shard every ``shard_size`` results. Returns the number run."""
     from tqdm import tqdm
@@ -101,13 +48,12 @@ def generate(jobs: list[Job], store: ShardStore, table_path: str, opts: dict, wo
     pool = None
     try:
         if workers <= 1:
-            _worker_init(table_path, opts)
-            it = map(run_job, jobs)
+            it = map(runner, jobs)
         else:
             import multiprocessing as mp
 
-            pool = mp.get_context("fork").Pool(workers, _worker_init, (table_path, opts))
-            it = pool.imap_unordered(run_job, jobs, chunksize=chunksize)
+            pool = mp.get_context("fork").Pool(workers)
+            it = pool.imap_unordered(runner, jobs, chunksize=chunksize)
         for r in it:
             buf.append(r)
             done += 1
@@ -166,8 +112,10 @@ def to_peak_table(res: dict[str, np.ndarray], split: str, wavelength: float, see
             "source": np.array([f"sim:{split}:{i}" for i in d["index"]], dtype=str),
             "mp_n_atoms": d["n_atoms"].astype(np.int16), "mp_wps": np.array(d["wps"].tolist(), dtype=str),
             "seed": np.stack([np.full(n, seed), np.full(n, SPLIT_ID[split]), d["index"]], 1).astype(np.int64)}
+    structures = StructureTable(d["st_offsets"], d["st_z"].astype(np.uint8), d["st_frac"].astype(np.float32),
+                                d["lattice"].astype(np.float64))
     return PeakTable(d["offsets"], d["two_theta"].astype(np.float32), d["intensity"].astype(np.float32),
-                     d["sg"].astype(np.int16), wavelength, meta).validate(f"simulated {split}")
+                     d["sg"].astype(np.int16), wavelength, meta, structures).validate(f"simulated {split}")
 
 
 def write_side_files(out: Path, train: PeakTable) -> dict:
@@ -345,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict | None:
     opts = {"min_intensity": args.min_intensity, "tol_factor": args.tol_factor,
             "volume_factor": args.volume_factor, "wavelength": args.wavelength,
             "two_theta_range": (args.two_theta_min, args.two_theta_max)}
-    generate(limit, store, table_path, opts, args.workers, args.shard_size, args.chunksize)
+    generate(limit, store, JobRunner(table_path, opts), args.workers, args.shard_size, args.chunksize)
     if len(limit) < len(todo):
         logger.info("stopped after {} jobs (--max_jobs); rerun the same command to continue", len(limit))
         return None

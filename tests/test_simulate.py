@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from datasets.peaks import PeakTable
-from datasets.simulate import compact_peaks, main
+from datasets.simulate import main
+from datasets.synthesis.jobs import compact_peaks
 from datasets.synthesis.plan import SPLIT_ID, load_mp_table, make_plan, train_counts
 from datasets.synthesis.structures import (
     _balanced,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from datasets.peaks import PeakTable
 from datasets.readers.npy import read_sg_count
 from datasets.registry import READERS
 from datasets.rendering.instrument import RenderConfig, sample_seeds
+from datasets.rendering.lattice_aug import LatticeAugment
 from datasets.rendering.renderer import PeakRenderer, pad_peaks
 from utils.crystal import SG_TO_CS
 from utils.errors import DataError, fail
@@ -46,8 +48,12 @@ class PeakListDataset(Dataset):
             in this dataset, as for the other readers.
     """
 
-    def __init__(self, table: PeakTable, indices: np.ndarray | list[int] | None = None) -> None:
+    def __init__(self, table: PeakTable, indices: np.ndarray | list[int] | None = None,
+                 with_families: bool = False) -> None:
         self.table = table
+        if with_families and table.families is None:
+            raise ValueError("with_families needs a table with reflection families")
+        self.with_families = bool(with_families)
         self.rows = np.arange(len(table)) if indices is None else np.asarray(indices, dtype=np.int64)
         if len(self.rows) and (self.rows.min() < 0 or self.rows.max() >= len(table)):
             raise IndexError(f"indices outside 0..{len(table) - 1}")
@@ -67,8 +73,14 @@ class PeakListDataset(Dataset):
             raise IndexError(i)
         tt, inten = self.table.peaks(int(self.rows[i]))
         sg0 = int(self.table.sg[self.rows[i]]) - 1
-        return {"two_theta": np.asarray(tt, np.float32), "intensity": np.asarray(inten, np.float32),
+        item = {"two_theta": np.asarray(tt, np.float32), "intensity": np.asarray(inten, np.float32),
                 "y_sg": sg0, "y_cs": int(SG_TO_CS[sg0]), "idx": i}
+        if self.with_families:  # what lattice augmentation re-renders from (PeakCollate)
+            item.update(self.table.families.item(int(self.rows[i])))
+        return item
+
+
+LATTICE_SEED_SALT = 104729  # the strained cells: a random stream of their own
 
 
 class PeakCollate:
@@ -95,11 +107,16 @@ class PeakCollate:
         wavelength: wavelength [Å] of the peak lists' 2θ (converted to the grid's).
         method: ``"fast"`` or ``"dense"`` renderer.
         n_views: augmented views per sample (1: only ``x``).
+        lattice: exact lattice augmentation (``datasets.rendering.lattice_aug``) applied, when
+            ``augment``, to items that carry reflection families: their sticks are recomputed in
+            a randomly strained cell of the same crystal system (all views share that cell).
     """
 
     def __init__(self, grid: GridSpec | None = None, cfg: RenderConfig | None = None, augment: bool = False,
-                 seed: int = 0, wavelength: float = 1.5406, method: str = "fast", n_views: int = 1) -> None:
+                 seed: int = 0, wavelength: float = 1.5406, method: str = "fast", n_views: int = 1,
+                 lattice: LatticeAugment | None = None) -> None:
         self.renderer = PeakRenderer(grid or GridSpec(), cfg, method)
+        self.lattice = lattice
         self.augment, self.seed, self.wavelength, self.epoch = bool(augment), int(seed), float(wavelength), 0
         if int(n_views) < 1:
             raise ValueError(f"PeakCollate: n_views must be >= 1, got {n_views}")
@@ -111,10 +128,15 @@ class PeakCollate:
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Returns ``{"x": (B, 1, L) float32, "y_sg": (B,) int64, "y_cs": (B,) int64, "idx": (B,)}``
         plus ``"views"``: a list of ``n_views`` (B, 1, L) tensors when ``n_views`` > 1."""
-        tt, inten, mask = pad_peaks([d["two_theta"] for d in items], [d["intensity"] for d in items])
         idx = torch.tensor([int(d["idx"]) for d in items], dtype=torch.int64)
         key = torch.tensor([int(d.get("aug_key", d["idx"])) for d in items], dtype=torch.int64)
         seeds = sample_seeds(self.seed, self.epoch, key) if self.augment else None
+        sticks = [(d["two_theta"], d["intensity"]) for d in items]
+        if seeds is not None and self.lattice is not None:
+            cell_seeds = sample_seeds(self.seed + LATTICE_SEED_SALT, self.epoch, key).tolist()
+            sticks = [self.lattice.sticks(d, s, self.wavelength) if "hkl" in d else st
+                      for d, s, st in zip(items, cell_seeds, sticks)]
+        tt, inten, mask = pad_peaks([s[0] for s in sticks], [s[1] for s in sticks])
         x = self.renderer.render(tt, inten, mask, augment=self.augment, seeds=seeds,
                                  wavelength=self.wavelength)
         out = {"x": x, "y_sg": torch.tensor([int(d["y_sg"]) for d in items], dtype=torch.int64),
@@ -159,7 +181,8 @@ def _grid_of(root: Path) -> tuple[GridSpec, dict[str, Any]]:
 def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: GridSpec | None = None,
                        seed: int = 0, augment: bool = True, sg_count_path: str | None = None,
                        render: RenderConfig | dict[str, Any] | None = None, method: str = "fast",
-                       **options: Any) -> DataBundle:
+                       lattice_aug: bool | None = None, lattice_strain: float = 0.06,
+                       lattice_angle_deg: float = 3.0, **options: Any) -> DataBundle:
     """Train / val / test from peak tables, rendered on the fly (train augmented, eval nominal).
 
     Args:
@@ -173,6 +196,10 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
             ``sg_count.csv`` in root (validated), else counts of the training labels.
         render: :class:`RenderConfig` (or its dict) of the rendering and its augmentation ranges.
         method: ``"fast"`` or ``"dense"`` renderer.
+        lattice_aug: exact lattice augmentation of the training patterns (None: on when the
+            training table carries structures or reflection families, i.e. simulated data).
+            Families are derived from the structures once and cached (``datasets.synthesis.families``).
+        lattice_strain, lattice_angle_deg: its ranges (``datasets.rendering.lattice_aug``).
         options: other reader options (ignored, logged at debug level).
 
     Raises:
@@ -191,9 +218,37 @@ def build_peaks_bundle(root: str | os.PathLike, name: str = "xrd_mp", grid: Grid
     tables = {s: PeakTable.load(p) for s, p in paths.items() if s not in optional or p.is_file()}
     if options:
         logger.debug(f"peaks reader ignores options {sorted(options)}")
-    splits = {s: (PeakListDataset(t), t.wavelength, str(paths[s])) for s, t in tables.items()}
-    return bundle_from_peak_datasets(root, splits, name, grid or data_grid, cfg, seed, augment,
-                                     sg_count_path, method, "peaks", meta)
+    lattice = None
+    train = tables.get("train")
+    can = train is not None and (train.families is not None or train.structures is not None)
+    if lattice_aug and not can:
+        raise fail(DataError, paths["train"], "--lattice_aug needs the crystal structures or reflection "
+                   "families of the training patterns, and this table has neither",
+                   "regenerate the set with `python -m datasets.simulate`, or pass --lattice_aug False")
+    if (lattice_aug is None and can) or lattice_aug:
+        lattice, tables["train"] = _with_lattice(root, train, meta, lattice_strain, lattice_angle_deg)
+    splits = {s: (PeakListDataset(t, with_families=lattice is not None and s == "train"), t.wavelength,
+                  str(paths[s])) for s, t in tables.items()}
+    bundle = bundle_from_peak_datasets(root, splits, name, grid or data_grid, cfg, seed, augment,
+                                       sg_count_path, method, "peaks", meta)
+    bundle.train_collate.lattice = lattice if augment else None
+    bundle.spec["lattice_aug"] = None if lattice is None else asdict(lattice)
+    return bundle
+
+
+def _with_lattice(root: Path, train: PeakTable, meta: dict[str, Any], strain: float, angle_deg: float
+                  ) -> tuple[LatticeAugment, PeakTable]:
+    """The lattice augmentation of a table, and the table with its families (derived if needed)."""
+    from datasets.synthesis.families import cached_families
+
+    settings = meta.get("settings", {})
+    tt_range = (float(settings.get("two_theta_min", 5.0)), float(settings.get("two_theta_max", 90.0)))
+    if train.families is None:
+        train.families = cached_families(train.structures, root, "train", train.wavelength, tt_range[1],
+                                         workers=min(2, os.cpu_count() or 1))
+    lattice = LatticeAugment(strain=float(strain), angle_deg=float(angle_deg), two_theta_range=tt_range,
+                             min_rel=float(settings.get("min_intensity", 0.5)) / 100.0)
+    return lattice, train
 
 
 def bundle_from_peak_datasets(root: Path, splits: dict[str, tuple[Any, float, str]], name: str,

@@ -1,4 +1,4 @@
-"""The job plan of the built-in benchmark, and its resumable shard store.
+"""The job plan of the built-in benchmark (results are stored by ``datasets.synthesis.shards``).
 
 Sampling (DATA.md, "The built-in benchmark"):
 
@@ -11,14 +11,10 @@ Sampling (DATA.md, "The built-in benchmark"):
 Every job owns a generator ``np.random.default_rng([seed, split_id, index])`` that draws its row
 and then drives composition and pyxtal, so a job's result does not depend on the number of
 workers, the order of completion, or an interruption.
-
-Shards: finished jobs (successes and failures) are appended to ``OUT/shards/shard_XXXXX.npz``
-(written atomically, no pickle) every few dozen jobs; a restart reads them and skips those jobs.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,109 +117,3 @@ def make_plan(table: dict[str, np.ndarray], scale: float, val_per_class: int, te
                 jobs.append(Job(split, idx, g, int(rows[k]), seed))
                 idx += 1
     return jobs
-
-
-# ---------------------------------------------------------------- shards
-_SHARD_ARRAYS = ("split", "index", "sg", "ok", "offsets", "two_theta", "intensity", "formula",
-                 "lattice", "n_atoms", "wps", "attempts", "relaxed", "errors", "seconds")
-
-
-def results_to_arrays(results: list[dict]) -> dict[str, np.ndarray]:
-    """Pack job results (see ``simulate.run_job``) into flat arrays (no objects, no pickle)."""
-    lens = [len(r["two_theta"]) for r in results]
-    cat = (lambda k: np.concatenate([r[k] for r in results]).astype(np.float32)) if results else \
-        (lambda k: np.zeros(0, np.float32))
-    return {
-        "split": np.array([SPLIT_ID[r["split"]] for r in results], np.int8),
-        "index": np.array([r["index"] for r in results], np.int64),
-        "sg": np.array([r["sg"] for r in results], np.int16),
-        "ok": np.array([r["ok"] for r in results], bool),
-        "offsets": np.concatenate([[0], np.cumsum(lens)]).astype(np.int64),
-        "two_theta": cat("two_theta"), "intensity": cat("intensity"),
-        "formula": np.array([r["formula"] for r in results], dtype="U64"),
-        "lattice": np.array([r["lattice"] for r in results], np.float64).reshape(-1, 6),
-        "n_atoms": np.array([r["n_atoms"] for r in results], np.int64),
-        "wps": np.array([r["wps"] for r in results], dtype="U256"),
-        "attempts": np.array([r["attempts"] for r in results], np.int64),
-        "relaxed": np.array([r["relaxed"] for r in results], np.int64),
-        "errors": np.array([r["errors"] for r in results], dtype="U512"),
-        "seconds": np.array([r["seconds"] for r in results], np.float64),
-    }
-
-
-class ShardStore:
-    """``OUT/shards``: append-only, atomically written result shards plus the plan fingerprint."""
-
-    def __init__(self, root: str | os.PathLike, fingerprint: dict) -> None:
-        self.dir = Path(root) / "shards"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fp_file = self.dir / "plan.json"
-        if fp_file.exists():
-            old = json.loads(fp_file.read_text())
-            if old != fingerprint:
-                diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
-                raise fail(DataError, self.dir, f"shards were made with other settings ({diff})",
-                           "use another --out, or delete the shards folder to start over")
-        else:
-            tmp = fp_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
-            os.replace(tmp, fp_file)
-        self._next = 1 + max((int(p.stem.split("_")[1]) for p in self.shards()), default=-1)
-
-    def shards(self) -> list[Path]:
-        return sorted(self.dir.glob("shard_*.npz"))
-
-    def write(self, results: list[dict]) -> Path | None:
-        if not results:
-            return None
-        path = self.dir / f"shard_{self._next:05d}.npz"
-        tmp = self.dir / f".shard_{self._next:05d}.tmp.npz"
-        np.savez(tmp, **results_to_arrays(results))
-        os.replace(tmp, path)
-        self._next += 1
-        return path
-
-    def load_all(self) -> dict[str, np.ndarray]:
-        """Concatenate every shard (later duplicates of a job are dropped)."""
-        parts = []
-        for p in self.shards():
-            try:
-                with np.load(p, allow_pickle=False) as z:
-                    parts.append({k: z[k] for k in _SHARD_ARRAYS})
-            except Exception as exc:
-                raise fail(DataError, p, f"unreadable shard ({type(exc).__name__})",
-                           "delete this shard file; its jobs are regenerated on the next run") from exc
-        return concat_shards(parts)
-
-
-def concat_shards(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    if not parts:
-        return results_to_arrays([])
-    out: dict[str, list] = {k: [] for k in _SHARD_ARRAYS}
-    base = 0
-    for d in parts:
-        for k in _SHARD_ARRAYS:
-            if k == "offsets":
-                out[k].append(d[k][:-1] + base)
-            else:
-                out[k].append(d[k])
-        base += int(d["offsets"][-1])
-    cat = {k: np.concatenate(v) for k, v in out.items()}
-    cat["offsets"] = np.concatenate([cat["offsets"], [base]]).astype(np.int64)
-    # Keep the first occurrence of each (split, index).
-    key = cat["split"].astype(np.int64) * 10**9 + cat["index"]
-    _, first = np.unique(key, return_index=True)
-    if len(first) != len(key):
-        return take_jobs(cat, np.sort(first))
-    return cat
-
-
-def take_jobs(d: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    """Rows ``idx`` of packed results (ragged peaks re-packed)."""
-    lens = np.diff(d["offsets"])[idx]
-    take = np.concatenate([np.arange(d["offsets"][i], d["offsets"][i + 1]) for i in idx]) \
-        if len(idx) else np.zeros(0, np.int64)
-    out = {k: d[k][idx] for k in _SHARD_ARRAYS if k not in ("offsets", "two_theta", "intensity")}
-    out["offsets"] = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    out["two_theta"], out["intensity"] = d["two_theta"][take], d["intensity"][take]
-    return out

@@ -33,7 +33,7 @@ import numpy as np
 
 MP_TABLE_NAME = "spg_num_wps_mp.csv"
 # Bump when a change here alters generated structures: old resumable shards are then refused.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4  # 4: results carry the structure (atoms + cell); sticks from own kinematics
 # Symmetry check of the result (Å): a structure whose symmetry is higher than the target group
 # (e.g. one element on both 4a and 4b of Fm-3m is simple cubic) would carry a wrong label.
 SYMPREC = 0.01
