@@ -38,6 +38,16 @@ def cell_matrix(cell: np.ndarray) -> np.ndarray:
     return g
 
 
+def lattice_matrix(cell: np.ndarray) -> np.ndarray:
+    """Row vectors a, b, c (3, 3) [Å] of a cell (6,): a along x, b in the xy plane."""
+    a, b, c, al, be, ga = (float(v) for v in cell)
+    ca, cb, cg, sg = (math.cos(math.radians(al)), math.cos(math.radians(be)),
+                      math.cos(math.radians(ga)), math.sin(math.radians(ga)))
+    cy = (ca - cb * cg) / sg
+    return np.array([[a, 0.0, 0.0], [b * cg, b * sg, 0.0],
+                     [c * cb, c * cy, c * math.sqrt(max(1.0 - cb * cb - cy * cy, 0.0))]])
+
+
 def reciprocal_metric(cell: np.ndarray) -> np.ndarray:
     """G* = G⁻¹ (…, 3, 3): 1/d² = hᵀ G* h for Miller indices h."""
     return np.linalg.inv(cell_matrix(cell))

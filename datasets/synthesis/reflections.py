@@ -30,7 +30,7 @@ from functools import cache
 import numpy as np
 
 from datasets.rendering.lattice_aug import family_sticks
-from datasets.rendering.physics import MAX_Z, N_FF_TERMS, inv_d2
+from datasets.rendering.physics import MAX_Z, N_FF_TERMS, family_intensities, inv_d2, lattice_matrix
 
 # Families are enumerated up to a reciprocal radius this much larger than the data's 2θ range
 # needs, so that lattice augmentation may shrink a cell by up to ~1/G_MARGIN − 1 (13 %) and still
@@ -100,39 +100,66 @@ def structure_arrays(structure) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 def reflection_families(structure, wavelength: float = 1.5406, two_theta_max: float = 90.0,
-                        g_margin: float = G_MARGIN, symprec: float = SYMPREC) -> dict[str, np.ndarray]:
-    """Reflection families of a pymatgen structure (see the module docstring).
+                        g_margin: float = G_MARGIN, symprec: float = SYMPREC,
+                        min_rel: float = 0.0) -> dict[str, np.ndarray]:
+    """Reflection families of a pymatgen structure (see :func:`families_of_arrays`)."""
+    cell, _, frac, z, occ = structure_arrays(structure)
+    return families_of_arrays(cell, frac, z, occ, wavelength, two_theta_max, g_margin, symprec, min_rel)
+
+
+def families_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, occ: np.ndarray | None = None,
+                       wavelength: float = 1.5406, two_theta_max: float = 90.0,
+                       g_margin: float = G_MARGIN, symprec: float = SYMPREC,
+                       min_rel: float = 0.0) -> dict[str, np.ndarray]:
+    """Reflection families of a crystal given as arrays (see the module docstring).
 
     Args:
-        structure: ``pymatgen.core.Structure`` in any setting (families use its own cell).
+        cell: (6,) a, b, c [Å], α, β, γ [deg]; frac: (n, 3); z_site: (n,) atomic numbers;
+            occ: (n,) occupancies (None: 1).
         wavelength: Å; with ``two_theta_max`` it sets the limiting radius 2 sin θ_max / λ.
         g_margin: enumerate up to ``g_margin`` × that radius (room for shrinking cells).
         symprec: spglib tolerance of the symmetry used to group reflections.
+        min_rel: drop families whose intensity in this cell is below this fraction of the
+            strongest reflection inside the 2θ range (0: keep all). Strain changes relative
+            intensities only through Lorentz–polarisation and form factors, i.e. by tens of per
+            cent, so families far below the stored sticks' threshold never matter.
 
     Returns:
         ``cell`` (6,) float64, ``hkl`` (F, 3) int16 representatives, ``mult`` (F,) int16,
         ``sf`` (F, E, 2) float64 Re/Im of S_e, ``z`` (E,) int16 elements, sorted by 1/d.
     """
-    cell, matrix, frac, z_site, occ = structure_arrays(structure)
+    cell = np.asarray(cell, np.float64)
+    frac = np.asarray(frac, np.float64).reshape(-1, 3)
+    z_site = np.asarray(z_site, np.int64)
+    occ = np.ones(len(z_site)) if occ is None else np.asarray(occ, np.float64)
     g_max = 2.0 * np.sin(np.radians(min(float(two_theta_max), 180.0) / 2.0)) / float(wavelength)
     hkl = _hkl_in_sphere(cell, g_max * g_margin)
-    rots = laue_rotations(matrix, frac, z_site, symprec)
+    rots = laue_rotations(lattice_matrix(cell), frac, z_site, symprec)
     # canonical member of each orbit: the lexicographically largest h·W
     orbit = np.einsum("mi,nij->mnj", hkl, rots)  # (M, n_ops, 3)
     span = int(np.abs(hkl).max(initial=0)) * 3 + 1
     code = ((orbit[..., 0] + span) * (2 * span + 1) + orbit[..., 1] + span) * (2 * span + 1) \
         + orbit[..., 2] + span
     canon = code.max(axis=1)
-    uniq, first, mult = np.unique(canon, return_index=True, return_counts=True)
+    _, first, mult = np.unique(canon, return_index=True, return_counts=True)
     best = np.argmax(code[first], axis=1)
     rep = orbit[first, best]  # (F, 3) the canonical member itself
     elements = np.unique(z_site)
     phase = np.exp(2j * np.pi * (rep.astype(np.float64) @ frac.T))  # (F, n_sites)
     onehot = (z_site[:, None] == elements[None, :]) * occ[:, None]  # (n_sites, E)
     s_e = phase @ onehot  # (F, E) complex
-    order = np.argsort(inv_d2(rep, cell), kind="stable")
+    q2 = inv_d2(rep, cell)
+    sf = np.stack([s_e.real, s_e.imag], -1)
+    keep = np.ones(len(rep), bool)
+    if min_rel > 0 and len(rep):
+        tt, inten = family_intensities(sf, mult.astype(np.float64), elements,
+                                       form_factor_table()[elements], q2, wavelength)
+        inside = tt <= two_theta_max
+        top = inten[inside].max(initial=0.0)
+        keep = inten >= min_rel * top
+    order = np.flatnonzero(keep)[np.argsort(q2[keep], kind="stable")]
     return {"cell": cell, "hkl": rep[order].astype(np.int16), "mult": mult[order].astype(np.int16),
-            "sf": np.stack([s_e.real, s_e.imag], -1)[order], "z": elements.astype(np.int16)}
+            "sf": sf[order], "z": elements.astype(np.int16)}
 
 
 def structure_peaks(structure, wavelength: float = 1.5406, two_theta_range=(5.0, 90.0),
