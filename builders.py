@@ -25,7 +25,7 @@ from loss import LOSSES
 from models import MODELS, create_model
 from utils import distributed as ddp
 from utils.errors import CheckpointError, ConfigError
-from utils.logging import setup_logging
+from utils.logging import add_log_file, setup_logging
 from utils.rule_matrix import build_rule_matrix, load_rule_matrix
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
@@ -68,7 +68,8 @@ def open_run_dir(args: argparse.Namespace, model_name: str) -> Path:
     if not ddp.is_main():
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(run_dir / "train.log" if args.save_log else None, args.log_level)
+    if args.save_log:  # the console was configured at start-up (train.py); add the file
+        add_log_file(run_dir / "train.log", args.log_level)
     with open(run_dir / "args.yaml", "w") as fh:
         yaml.safe_dump(vars(args), fh, sort_keys=True)
     return run_dir

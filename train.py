@@ -22,6 +22,7 @@ from loss import LOSSES, loss_kwargs
 from Trainer import TRAINERS, LRSchedule
 from utils import distributed as ddp
 from utils.checkpoint import find_resume, load_checkpoint
+from utils.logging import setup_logging
 from utils.seed import seed_everything
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- phase 1: configuration -------------------------------------------------------------
     argv = with_default_preset(list(sys.argv[1:] if argv is None else argv))
     args = parse_args(argv, parser := get_parser(argv))
+    setup_logging(None, args.log_level)  # once, before anything logs: one format for the whole run
     callbacks = []
     if os.environ.get("NNI_PLATFORM"):  # an NNI trial: the tuner's {flag: value} override the flags
         from Trainer.callbacks import NniCallback
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> dict:
         max_grad_norm=args.max_grad_norm,
         grad_warn_threshold=None if args.disable_grad_warn else args.grad_warn_threshold,
         skip_nonfinite=args.skip_nonfinite, early_stop_patience=args.early_stop_patience,
-        amp_dtype=AMP[args.amp], callbacks=callbacks, show_progress=sys.stderr.isatty() and ddp.is_main(),
+        amp_dtype=AMP[args.amp], callbacks=callbacks,
+        show_progress=args.progress if ddp.is_main() else "none", progress_interval=args.progress_interval,
         stop_after_epoch=args.stop_after_epoch,
         extra_state={"args": vars(args), "model_config": model_cfg, "data_spec": bundle.spec})
 

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from loguru import logger
 from torch import nn
-from tqdm import tqdm
 
 from metrics.batch import batch_accuracy
 from Trainer.evaluator import Evaluator, to_device
 from Trainer.interrupt import StopFlag, TrainingInterrupted, meters_from_state, meters_state
+from Trainer.progress import Progress
 from Trainer.registry import TRAINERS
 from Trainer.schedule import LRSchedule
 from utils.checkpoint import atomic_save, load_checkpoint
@@ -65,6 +65,8 @@ class Trainer:
         amp_dtype: ``torch.bfloat16``/``torch.float16`` for autocast, None for fp32.
         callbacks: objects with optional ``on_epoch_end(trainer, record)`` / ``on_fit_end``.
         extra_state: JSON-able things stored in every checkpoint (args, model config, data spec).
+        show_progress: ``auto``/``bar``/``log``/``none`` (True/False: auto/none), see
+            :mod:`Trainer.progress`; ``progress_interval``: seconds between log-mode lines.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -74,7 +76,8 @@ class Trainer:
                  skip_nonfinite: bool = False, early_stop_patience: int = 0,
                  amp_dtype: torch.dtype | None = None, monitor: str = "sg_top1",
                  callbacks: list[Any] | None = None, extra_state: dict[str, Any] | None = None,
-                 show_progress: bool = True, stop_after_epoch: int = 0) -> None:
+                 show_progress: bool | str = True, stop_after_epoch: int = 0,
+                 progress_interval: float = 30.0) -> None:
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.loaders = loaders
         self.class_counts = np.asarray(class_counts)
@@ -90,7 +93,7 @@ class Trainer:
         self.monitor = monitor
         self.callbacks = callbacks or []
         self.extra_state = extra_state or {}
-        self.show_progress = show_progress
+        self.progress = Progress(show_progress, epochs, progress_interval)  # bar, log lines or none
         self.stop_after_epoch = stop_after_epoch
         self.start_epoch = 0
         self.best = -math.inf
@@ -187,9 +190,8 @@ class Trainer:
         self._grad_warns: list[tuple[int, float]] = [tuple(w) for w in part.get("grad_warns", [])]
         n_steps = len(loader)  # type: ignore[arg-type]
         t0, seen = time.perf_counter() - float(part.get("elapsed", 0.0)), int(part.get("seen", 0))
-        bar = tqdm(loader, total=n_steps, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False,
-                   disable=not self.show_progress, dynamic_ncols=True)
-        for step, batch in enumerate(bar):
+        progress = self.progress.epoch(epoch, n_steps, start_step=skip)
+        for step, batch in enumerate(loader):
             if step < skip:  # replay the data order only (no compute): the steps already done
                 self.skip_step(batch, epoch, step)
                 continue
@@ -204,9 +206,10 @@ class Trainer:
             seen += bs
             if stats:
                 meters.update(stats, bs)
-                bar.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{lr:.2e}")
+            progress.update(bs, **({"loss": stats["loss"]} if stats else {}), lr=lr)
             if self._stop_requested() and step + 1 < n_steps:
                 self._save_partial(epoch, step + 1, meters, seen, time.perf_counter() - t0)
+        progress.close()
         if self._grad_warns and is_main():  # norms are of the all-reduced gradient: warn once
             worst = max(self._grad_warns, key=lambda t: t[1])
             logger.warning(f"epoch {epoch + 1}: pre-clip grad norm above {self.grad_warn_threshold} in "
@@ -264,7 +267,8 @@ class Trainer:
                         f" train top1 {record.get('train_sg_top1', float('nan')):.4f} cs "
                         f"{record.get('train_cs_acc', float('nan')):.4f} | {sel} top1 {score:.4f} cs "
                         f"{metrics.get('cs_acc', float('nan')):.4f} (best {self.best:.4f} @ "
-                        f"{self.best_epoch}) {record['train_samples_per_s']:.0f} samples/s")
+                        f"{self.best_epoch}) {record['train_samples_per_s']:.0f} samples/s | "
+                        f"{self.progress.end_epoch(epoch)}")
             if self.writer:
                 self.writer.write(record)
             self.start_epoch = epoch + 1
