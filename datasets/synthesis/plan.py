@@ -73,7 +73,7 @@ def train_counts(totals: np.ndarray, scale: float) -> np.ndarray:
     return out
 
 
-def _rows_by_group(table: dict[str, np.ndarray], max_atoms: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def rows_by_group(table: dict[str, np.ndarray], max_atoms: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """sg -> (candidate row indices, probabilities ∝ MP count)."""
     out = {}
     for sg in np.unique(table["spg"]):
@@ -103,17 +103,26 @@ def make_plan(table: dict[str, np.ndarray], scale: float, val_per_class: int, te
     totals = group_totals(table)
     present = [g for g in range(1, 231) if totals[g] > 0 and (groups is None or g in groups)]
     per_train = train_counts(totals, scale)
-    cand = _rows_by_group(table, max_atoms)
+    cand = rows_by_group(table, max_atoms)
     jobs: list[Job] = []
     for split in ("val", "test", "train"):
         idx = 0
         for g in present:
             n = {"train": int(per_train[g]), "val": val_per_class, "test": test_per_class}[split]
-            rows, p = cand[g]
             for _ in range(n):
-                rng = np.random.default_rng([seed, SPLIT_ID[split], idx])
-                # inverse-CDF draw with the job's first uniform (Job.rng skips it)
-                k = min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), len(rows) - 1)
-                jobs.append(Job(split, idx, g, int(rows[k]), seed))
+                jobs.append(draw_job(split, idx, g, cand[g], seed))
                 idx += 1
     return jobs
+
+
+def draw_job(split: str, index: int, sg: int, candidates: tuple[np.ndarray, np.ndarray], seed: int) -> Job:
+    """The job ``(split, index)`` of group ``sg``: its MP row drawn from the job's own generator.
+
+    Args:
+        candidates: ``rows_by_group(...)[sg]`` (row indices, probabilities).
+    """
+    rows, p = candidates
+    rng = np.random.default_rng([seed, SPLIT_ID[split], index])
+    # inverse-CDF draw with the job's first uniform (Job.rng skips it)
+    k = min(int(np.searchsorted(np.cumsum(p), rng.random(), side="right")), len(rows) - 1)
+    return Job(split, index, sg, int(rows[k]), seed)
