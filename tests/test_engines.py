@@ -190,7 +190,7 @@ def _ray_child(marker: str) -> None:
         out = dict(eng.imap_unordered(CrashOnce(marker, bad=7), range(20), on_fail=_failure))
         report.update(results=out, stats=dict(eng.stats), node_ip=ray.util.get_node_ip_address(),
                       crashed=os.path.exists(marker))
-        with RayEngine(job_timeout_s=15) as guest:  # Ray already up: uses it, leaves it running
+        with RayEngine(job_timeout_s=30) as guest:  # Ray already up: uses it, leaves it running
             hung = dict(guest.imap_unordered(HangOn(bad=3), range(6), on_fail=_failure))
         report.update(hung={str(k): v for k, v in hung.items()}, hung_stats=dict(guest.stats),
                       up_after_guest=ray.is_initialized())
