@@ -103,7 +103,9 @@ def test_eval_batch_size_one_matches_batched_rows(name, frontend):
         one = model(x[1:2])
     for k in full:
         assert one[k].shape[0] == 1
-        torch.testing.assert_close(one[k], full[k][1:2], atol=1e-4, rtol=1e-4)
+        # float32 kernels pick batch-size-dependent algorithms (oneDNN): a deep frontend (ResNet-18)
+        # accumulates differences of a few 1e-4 on logits of order 1 — far below any row mix-up.
+        torch.testing.assert_close(one[k], full[k][1:2], atol=1e-3, rtol=1e-3)
 
 
 # ------------------------------------------------------------------ ICL head
