@@ -50,17 +50,17 @@ def _failure(job, reason):
 
 # ---- LocalEngine ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_local_equals_serial_map(workers):
-    with LocalEngine(workers=workers) as eng:
+@pytest.mark.parametrize("workers,inline", [(1, None), (2, None), (1, False)])
+def test_local_equals_serial_map(workers, inline):
+    with LocalEngine(workers=workers, inline=inline) as eng:
         out = list(eng.imap_unordered(Digest(), range(30)))
         pids = {pid for _, (pid, _) in eng.imap_unordered(EnvProbe(), range(8))}
     assert len(out) == 30 and dict(out) == _expected(range(30))
     assert eng.stats["done"] == 38 and eng.stats["failed"] == 0
-    if workers == 1:
-        assert pids == {os.getpid()}  # inline
+    if eng.inline:
+        assert workers == 1 and pids == {os.getpid()}
     else:
-        assert os.getpid() not in pids and 1 <= len(pids) <= 2
+        assert os.getpid() not in pids and 1 <= len(pids) <= workers
         probes = dict(LocalEngine(workers=2).imap_unordered(EnvProbe(), range(4)))
         assert {omp for _, omp in probes.values()} == {"1"}  # threads pinned in workers
 

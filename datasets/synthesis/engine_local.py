@@ -23,7 +23,8 @@ Workers live for one ``imap_unordered`` call; the iterator's ``finally`` (also o
 Jobs and results travel pickled through pipes: keep jobs small (a few fields; a pipe holds about
 64 KiB) and put shared data in ``fn``, which a ``fork`` worker inherits and a ``spawn`` worker
 unpickles once. ``workers <= 1`` runs ``fn`` inline in the calling process (no timeout, no crash
-recovery), with the same interface.
+recovery), with the same interface; ``inline=False`` keeps one worker process instead. Drive a
+loop from one thread: on Linux, workers are killed when the thread that started them ends.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class LocalEngine:
         max_job_crashes: deaths of a worker while running the same job before that job is failed
             as ``"lost: ..."``.
         poll_s: longest wait between checks for hung jobs.
+        inline: run ``fn`` in the calling process; default ``workers <= 1``. ``workers=1,
+            inline=False`` is one protected worker process.
 
     ``stats``: ``done``, ``failed``, ``errors``, ``hung_jobs``, ``lost_jobs``, ``crashed_workers``
     (deaths the engine did not cause), ``resubmitted`` (jobs sent again to another worker),
@@ -128,10 +131,12 @@ class LocalEngine:
     """
 
     def __init__(self, workers: int, job_timeout_s: float | None = 120.0, max_outstanding_per_worker: int = 2,
-                 mp_context: str = "fork", max_job_crashes: int = 3, poll_s: float = 1.0) -> None:
+                 mp_context: str = "fork", max_job_crashes: int = 3, poll_s: float = 1.0,
+                 inline: bool | None = None) -> None:
         if max_outstanding_per_worker < 1 or max_job_crashes < 1:
             raise ValueError("max_outstanding_per_worker and max_job_crashes must be >= 1")
         self.workers = int(workers)
+        self.inline = self.workers <= 1 if inline is None else bool(inline)
         self.job_timeout_s = job_timeout_s if job_timeout_s and job_timeout_s > 0 else None
         self.max_outstanding = int(max_outstanding_per_worker)
         self.max_job_crashes = int(max_job_crashes)
@@ -145,7 +150,7 @@ class LocalEngine:
     def imap_unordered(self, fn: Callable[[Any], Any], jobs: Iterable[Any],
                        on_fail: OnFail | None = None) -> Iterator[tuple[Any, Any]]:
         """Yield ``(job, fn(job))`` or ``(job, on_fail(job, reason))`` for every job, as they finish."""
-        if self.workers <= 1:
+        if self.inline:
             return self._inline(fn, jobs, on_fail)
         return self._run(fn, jobs, on_fail)
 
@@ -200,7 +205,7 @@ class LocalEngine:
         self._startup_deaths = 0
         source, ids, exhausted = iter(jobs), itertools.count(), False
         try:
-            self._pool = [self._start_worker() for _ in range(self.workers)]
+            self._pool = [self._start_worker() for _ in range(max(1, self.workers))]
             while True:
                 if not self._pool:
                     raise RuntimeError("LocalEngine was closed during imap_unordered")
