@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import yaml
 from loguru import logger
 from torch.utils.data import DataLoader
 
-from datasets import READERS, DataBundle, resolve_data_source
+from datasets import READERS, DataBundle, counts_from_labels, resolve_data_source
 from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler, ShardSampler
 from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels, reseeded, with_views
 from loss import LOSSES
@@ -84,10 +85,15 @@ def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBun
     # reader-specific flags go to the readers that name them (CIFAR-LT: imbalance_factor, ...)
     params = inspect.signature(READERS.get(fmt)).parameters
     options = {k: getattr(args, k) for k in READER_OPTIONS if k in params}
+    stream = args.data_source == "stream" and augment is None  # test.py (augment=False) reads files only
+    if stream and "lattice_aug" in options:  # the files' train split is replaced: derive nothing for it
+        options["lattice_aug"] = False
     bundle = READERS.build(fmt, root=root, name=args.dataset, seed=args.seed,
                            augment=args.augment if augment is None else augment,
                            sg_count_path=args.sg_count_path, **options)
-    if args.max_train_samples:
+    if stream:
+        with_stream(bundle, args)
+    elif args.max_train_samples:
         idx = np.random.default_rng(args.seed).permutation(len(bundle.train))[: args.max_train_samples]
         bundle.train = torch.utils.data.Subset(bundle.train, np.sort(idx).tolist())
     # How the training batches are drawn (views, extra loaders) travels with the bundle to
@@ -97,6 +103,42 @@ def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBun
     # dataset still splits classes into many/medium/few by the counts the model was trained on
     bundle.spec["class_counts"] = np.asarray(bundle.class_counts).tolist()
     return bundle
+
+
+def with_stream(bundle: DataBundle, args: argparse.Namespace) -> None:
+    """Replace the bundle's training split by a :class:`StructureStream` (``--data_source stream``):
+    new crystals every epoch, lattice augmentation on (unless ``--lattice_aug False``), class counts
+    from the stream's fixed slot labels; val/test stay the reader's files."""
+    from datasets.rendering.lattice_aug import LatticeAugment
+    from datasets.synthesis.stream import StructureStream
+    from datasets.synthesis.structures import mp_table_path
+
+    settings = {"tol_factor": 0.9, "volume_factor": 1.2, "min_intensity": 0.5, "wavelength": 1.5406,
+                "two_theta_min": 5.0, "two_theta_max": 90.0, "max_atoms": 60,
+                **bundle.spec.get("generator", {}).get("settings", {})}  # as the files were simulated
+    tt_range = (float(settings["two_theta_min"]), float(settings["two_theta_max"]))
+    opts = {k: settings[k] for k in ("tol_factor", "volume_factor", "min_intensity", "wavelength")}
+    engine_kwargs = {"local": {"workers": args.stream_workers},
+                     "ray": {"address": args.ray_address, "num_cpus": args.stream_workers}}
+    ds = StructureStream(mp_table_path(), n_structures=args.stream_structures, reuse=args.stream_reuse,
+                         seed=args.seed, profile=args.stream_profile,
+                         opts={**opts, "two_theta_range": tt_range}, max_atoms=int(settings["max_atoms"]),
+                         engine=args.stream_engine, engine_kwargs=engine_kwargs[args.stream_engine],
+                         epochs=args.epochs, groups=settings.get("groups"))
+    bundle.train = ds
+    bundle.class_counts = counts_from_labels(ds.labels)
+    collate = bundle.train_collate
+    collate.wavelength = ds.wavelength
+    lattice = None if args.lattice_aug is False or not collate.augment else LatticeAugment(
+        strain=float(args.lattice_strain), angle_deg=float(args.lattice_angle_deg), two_theta_range=tt_range,
+        min_rel=float(settings["min_intensity"]) / 100.0)
+    collate.lattice = lattice
+    bundle.spec.update(class_counts_source="stream slots",
+                       lattice_aug=None if lattice is None else asdict(lattice),
+                       stream={"structures": ds.n, "reuse": ds.reuse, "profile": args.stream_profile,
+                               "engine": args.stream_engine, "settings": settings})
+    if args.max_train_samples:
+        logger.warning("--max_train_samples is ignored with --data_source stream (use --stream_structures)")
 
 
 def loader_plan(args: argparse.Namespace) -> dict[str, Any]:

@@ -133,6 +133,24 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="lattice augmentation: max relative change of each free cell length")
     d.add_argument("--lattice_angle_deg", type=float, default=3.0,
                    help="lattice augmentation: max change of each free cell angle [deg]")
+    d.add_argument("--data_source", default="files", choices=["files", "stream"],
+                   help="training data: 'files' = the training split on disk; 'stream' = new random "
+                        "crystals generated while training runs (datasets.synthesis.stream; val/test "
+                        "stay the files of --data_dir or the built-in set)")
+    d.add_argument("--stream_structures", type=int, default=2000,
+                   help="stream: crystals per epoch (slots; each slot keeps its space group all run)")
+    d.add_argument("--stream_reuse", type=int, default=4,
+                   help="stream: patterns per crystal and epoch (each in its own strained cell)")
+    d.add_argument("--stream_workers", type=int, default=1,
+                   help="stream: generation processes (the other cores train)")
+    d.add_argument("--stream_profile", default="mp", choices=["mp", "balanced"],
+                   help="stream: space groups of the slots: 'mp' = Materials Project profile "
+                        "(like the built-in train split), 'balanced' = equal per group")
+    d.add_argument("--stream_engine", default="local", choices=["local", "ray"],
+                   help="stream: generation engine (datasets.synthesis.engines)")
+    d.add_argument("--ray_address", default=None,
+                   help="stream with --stream_engine ray: cluster address (HEAD:6379, auto; "
+                        "default: a private local Ray instance)")
     d.add_argument("--max_train_samples", type=int, default=None,
                    help="debug: keep this many random training samples (default: all)")
     d.add_argument("--imbalance_factor", type=float, default=100.0,
