@@ -5,12 +5,15 @@ Usage (from the repository root):
     python -m benchmarks.bench_simulator --n 200 --tol_factor 1.0 --volume_factor 1.1
 
 Jobs come from the same plan as ``datasets.simulate`` (train split, MP-weighted rows), so the mix
-of space groups and cell sizes is the real one. Stages are timed separately, in this process, on
-the same structures: structure generation (pyxtal + spglib check), peak lists by pymatgen's
-XRDCalculator (the simulator's previous path) and by the framework's vectorised reflection
-families (``datasets.synthesis.reflections.structure_peaks``, today's path), and the families a
-lattice-augmented training set needs. The parallel simulator scales them by ``--workers``.
-Prints a markdown header and one table row.
+of space groups and cell sizes is the real one. Both structure placers run on every job,
+interleaved (their order alternates from job to job, so a neighbour's load on a shared machine
+hits both alike), each with the job's own generator: the fast vectorised placer
+(``datasets.synthesis.placement``, with its pyxtal fallback) and pyxtal's ``from_random``; both
+include composition drawing and the spglib check. Peak lists are timed on the results: pymatgen's
+XRDCalculator on the pyxtal structures (the simulator's first path) and the framework's
+vectorised reflection families on the fast ones (today's path, including building the pymatgen
+structure from the placer's arrays), plus the families a lattice-augmented training set needs.
+Group tables are built before timing (once per process in a real run). Prints markdown tables.
 """
 
 from __future__ import annotations
@@ -25,8 +28,15 @@ import time
 import numpy as np
 
 
+def _timed(fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> dict:
     from datasets.synthesis.families import FAMILY_MIN_REL
+    from datasets.synthesis.placement import site_ops
     from datasets.synthesis.plan import load_mp_table, make_plan
     from datasets.synthesis.reflections import pymatgen_peaks, reflection_families, structure_peaks
     from datasets.synthesis.structures import generate_structure, mp_table_path
@@ -39,45 +49,68 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     table = load_mp_table(mp_table_path())
     jobs = [j for j in make_plan(table, 0.05, 0, 0, 60, a.seed) if j.split == "train"]
-    pick = np.random.default_rng(a.seed).choice(len(jobs), size=min(a.n, len(jobs)), replace=False)
-    generate_structure(225, "11", np.random.default_rng(0))  # warm imports and caches
-    structure_peaks(generate_structure(225, "11", np.random.default_rng(0)).structure)
-    t_gen, t_pk, t_pmg, t_fam, n_ok, n_att, n_peaks = 0.0, 0.0, 0.0, 0.0, 0, 0, 0
-    for k in pick:
-        j = jobs[int(k)]
-        t0 = time.perf_counter()
-        with contextlib.redirect_stdout(io.StringIO()):
-            res = generate_structure(j.sg, str(table["wps"][j.row]), j.rng(), tol_factor=a.tol_factor,
-                                     volume_factor=a.volume_factor)
-        t_gen += time.perf_counter() - t0
-        n_att += res.attempts
-        if res.structure is None:
-            continue
-        n_ok += 1
-        t0 = time.perf_counter()
-        tt, _ = structure_peaks(res.structure)
-        t1 = time.perf_counter()
-        pymatgen_peaks(res.structure)
-        t2 = time.perf_counter()
-        reflection_families(res.structure, min_rel=FAMILY_MIN_REL)
-        t3 = time.perf_counter()
-        t_pk, t_pmg, t_fam = t_pk + t1 - t0, t_pmg + t2 - t1, t_fam + t3 - t2
-        n_peaks += len(tt)
+    pick = [jobs[int(k)] for k in
+            np.random.default_rng(a.seed).choice(len(jobs), size=min(a.n, len(jobs)), replace=False)]
+    for placer in ("fast", "pyxtal"):  # warm imports and caches
+        structure_peaks(generate_structure(225, "11", np.random.default_rng(0), placer=placer).structure)
+    for j in pick:  # one-time per process: pyxtal's Group tables and the Wyckoff operations
+        for tok in str(table["wps"][j.row]).split("-"):
+            site_ops(j.sg, int(tok))
+    t = {k: 0.0 for k in ("fast", "pyxtal", "build", "own", "pmg", "fam")}
+    ok = {"fast": 0, "pyxtal": 0}
+    att = {"fast": 0, "pyxtal": 0}
+    fallback, n_peaks = 0, 0
+    kw = {"tol_factor": a.tol_factor, "volume_factor": a.volume_factor}
+    load0 = os.getloadavg()[0]
+    for n, j in enumerate(pick):
+        wps = str(table["wps"][j.row])
+        res = {}
+        for placer in (("fast", "pyxtal") if n % 2 == 0 else ("pyxtal", "fast")):
+            with contextlib.redirect_stdout(io.StringIO()):
+                res[placer], dt = _timed(generate_structure, j.sg, wps, j.rng(), placer=placer, **kw)
+            t[placer] += dt
+            att[placer] += res[placer].attempts
+            ok[placer] += res[placer].ok
+        if res["fast"].ok:
+            fallback += res["fast"].placer == "pyxtal"
+            s, dt = _timed(lambda r: r.structure, res["fast"])
+            t["build"] += dt
+            (tt, _), dt = _timed(structure_peaks, s)
+            t["own"] += dt
+            n_peaks += len(tt)
+            t["fam"] += _timed(reflection_families, s, min_rel=FAMILY_MIN_REL)[1]
+        if res["pyxtal"].ok:
+            t["pmg"] += _timed(pymatgen_peaks, res["pyxtal"].structure)[1]
+    nf, npx = max(ok["fast"], 1), max(ok["pyxtal"], 1)
     row = {"machine": f"{platform.machine()} x{os.cpu_count()}", "jobs": len(pick),
-           "tol/vol": f"{a.tol_factor}/{a.volume_factor}",
-           "structures_per_s": n_ok / t_gen, "peak_lists_per_s": n_ok / max(t_pk, 1e-9),
-           "pymatgen_peak_lists_per_s": n_ok / max(t_pmg, 1e-9), "families_per_s": n_ok / max(t_fam, 1e-9),
-           "job_structures_per_s_old": n_ok / (t_gen + t_pmg),
-           "job_structures_per_s_new": n_ok / (t_gen + t_pk),
-           "s_per_structure": t_gen / len(pick), "mean_peaks": n_peaks / max(n_ok, 1),
-           "attempt_failure_rate": (n_att - n_ok) / max(n_att, 1)}
-    print("| jobs | pyxtal structures/s | peak lists/s pymatgen | peak lists/s own | families/s | "
-          "job st/s old (pyxtal+pymatgen) | job st/s new (pyxtal+own) | peaks/pattern | failed attempts |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| {row['jobs']} | {row['structures_per_s']:.2f} | {row['pymatgen_peak_lists_per_s']:.1f} | "
-          f"{row['peak_lists_per_s']:.1f} | {row['families_per_s']:.1f} | "
+           "load": f"{load0:.1f}-{os.getloadavg()[0]:.1f}", "tol/vol": f"{a.tol_factor}/{a.volume_factor}",
+           "fast_structures_per_s": ok["fast"] / t["fast"],
+           "pyxtal_structures_per_s": ok["pyxtal"] / t["pyxtal"],
+           "fast_ok": ok["fast"], "pyxtal_ok": ok["pyxtal"], "fallback": fallback,
+           "fast_failed_attempts": (att["fast"] - ok["fast"]) / max(att["fast"], 1),
+           "pyxtal_failed_attempts": (att["pyxtal"] - ok["pyxtal"]) / max(att["pyxtal"], 1),
+           "pymatgen_peak_lists_per_s": npx / max(t["pmg"], 1e-9),
+           "peak_lists_per_s": nf / max(t["build"] + t["own"], 1e-9),
+           "families_per_s": nf / max(t["fam"], 1e-9),
+           "job_structures_per_s_old": ok["pyxtal"] / (t["pyxtal"] + t["pmg"]),
+           "job_structures_per_s_new": ok["fast"] / (t["fast"] + t["build"] + t["own"]),
+           "mean_peaks": n_peaks / nf}
+    row["placer_ratio"] = row["fast_structures_per_s"] / row["pyxtal_structures_per_s"]
+    row["job_ratio"] = row["job_structures_per_s_new"] / row["job_structures_per_s_old"]
+    print(f"machine {row['machine']}, load average {row['load']}, tol/vol {row['tol/vol']}")
+    print("| jobs | placer | structures/s | ok / jobs | failed attempts | fallbacks to pyxtal |")
+    print("|---|---|---|---|---|---|")
+    for pl in ("pyxtal", "fast"):
+        print(f"| {row['jobs']} | {pl} | {row[pl + '_structures_per_s']:.1f} | {ok[pl]} / {len(pick)} | "
+              f"{row[pl + '_failed_attempts']:.1%} | {fallback if pl == 'fast' else '–'} |")
+    print(f"\nplacement speed-up fast / pyxtal: {row['placer_ratio']:.1f}x\n")
+    print("| peak lists/s pymatgen | peak lists/s own (+ structure) | families/s | "
+          "job st/s old (pyxtal + pymatgen) | job st/s new (fast + own) | speed-up | peaks/pattern |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| {row['pymatgen_peak_lists_per_s']:.1f} | {row['peak_lists_per_s']:.1f} | "
+          f"{row['families_per_s']:.1f} | "
           f"{row['job_structures_per_s_old']:.2f} | {row['job_structures_per_s_new']:.2f} | "
-          f"{row['mean_peaks']:.0f} | {row['attempt_failure_rate']:.1%} |")
+          f"{row['job_ratio']:.1f}x | {row['mean_peaks']:.0f} |")
     return row
 
 

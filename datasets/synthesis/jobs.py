@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 
 from datasets.synthesis.plan import Job, load_mp_table
-from datasets.synthesis.reflections import structure_arrays, structure_peaks
+from datasets.synthesis.reflections import structure_peaks
 from datasets.synthesis.structures import generate_structure
 
 
@@ -55,7 +55,8 @@ class JobRunner:
     Args:
         table_path: pyxtal's Materials Project table (``structures.mp_table_path()``).
         opts: ``tol_factor``, ``volume_factor``, ``wavelength``, ``two_theta_range``,
-            ``min_intensity`` (see ``python -m datasets.simulate --help``).
+            ``min_intensity`` (see ``python -m datasets.simulate --help``); optional ``placer``
+            (``structures.generate_structure``; default "fast").
     """
 
     def __init__(self, table_path: str, opts: dict) -> None:
@@ -73,16 +74,16 @@ class JobRunner:
         with contextlib.redirect_stdout(io.StringIO()):
             try:
                 res = generate_structure(job.sg, wps, job.rng(), tol_factor=o["tol_factor"],
-                                         volume_factor=o["volume_factor"])
+                                         volume_factor=o["volume_factor"], placer=o.get("placer", "fast"))
                 out.update(attempts=res.attempts, relaxed=res.relaxed, errors=" | ".join(res.errors)[:500])
-                if res.structure is not None:
+                if res.ok:
                     tt, it = structure_peaks(res.structure, wavelength=o["wavelength"],
                                              two_theta_range=o["two_theta_range"])
                     tt, it = compact_peaks(tt, it, o["min_intensity"])
                     if len(tt) == 0:
                         out["errors"] = (out["errors"] + " | no peak in range")[:500]
                     else:
-                        cell, _, frac, z, _ = structure_arrays(res.structure)
+                        cell, frac, z = res.arrays()
                         out.update(ok=True, formula=res.formula, lattice=tuple(map(float, cell)),
                                    two_theta=tt, intensity=it, st_z=z.astype(np.uint8),
                                    st_frac=frac.astype(np.float32))
