@@ -118,7 +118,7 @@ def with_stream(bundle: DataBundle, args: argparse.Namespace) -> None:
                 **bundle.spec.get("generator", {}).get("settings", {})}  # as the files were simulated
     tt_range = (float(settings["two_theta_min"]), float(settings["two_theta_max"]))
     opts = {k: settings[k] for k in ("tol_factor", "volume_factor", "min_intensity", "wavelength")}
-    engine_kwargs = {"local": {"workers": args.stream_workers},
+    engine_kwargs = {"local": {"workers": args.stream_workers, "inline": False},  # a process, even for 1
                      "ray": {"address": args.ray_address, "num_cpus": args.stream_workers}}
     ds = StructureStream(mp_table_path(), n_structures=args.stream_structures, reuse=args.stream_reuse,
                          seed=args.seed, profile=args.stream_profile,

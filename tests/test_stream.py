@@ -23,7 +23,6 @@ OPTS = {"tol_factor": 0.9, "volume_factor": 1.2, "wavelength": 1.5406, "two_thet
 
 
 def _stream(n: int = 8, seed: int = 5, **kw) -> StructureStream:
-    kw.setdefault("engine_kwargs", {"workers": 1})
     return StructureStream(mp_table_path(), n_structures=n, reuse=2, seed=seed, groups=GROUPS, progress=False,
                            **kw)
 

@@ -128,7 +128,9 @@ class StructureStream(Dataset):
         opts: ``JobRunner`` options (tol_factor, volume_factor, wavelength, two_theta_range,
             min_intensity).
         max_atoms: largest conventional cell sampled (as the file set).
-        engine: ``datasets.synthesis.engines`` name; ``engine_kwargs`` its keyword arguments.
+        engine: ``datasets.synthesis.engines`` name; ``engine_kwargs`` its keyword arguments
+            (default: one local worker *process*, ``{"workers": 1, "inline": False}``, so that
+            generation neither competes with training for the GIL nor dies with a crashed job).
         max_tries: tries of a slot per epoch before it keeps its previous crystal.
         epochs: no epoch >= this is prefetched (None: always prefetch the next).
         groups: restrict the slots to these space groups (tests, quick runs).
@@ -156,7 +158,8 @@ class StructureStream(Dataset):
         self._cand = {int(g): cand[int(g)] for g in np.unique(self.slot_sg)}
         self.job_fn = job_fn or StreamJob(JobRunner(table_path, self.opts), self.wavelength,
                                           float(self.opts["two_theta_range"][1]))
-        self.engine_name, self.engine_kwargs = engine, dict(engine_kwargs or {})
+        self.engine_name = engine
+        self.engine_kwargs = dict({"workers": 1, "inline": False} if engine_kwargs is None else engine_kwargs)
         self.epochs, self.progress = epochs, bool(progress)
         self.stats: dict[str, float] = dict.fromkeys(STAT_KEYS, 0)
         self.epoch_stats: dict[int, dict[str, float]] = {}
@@ -258,14 +261,8 @@ class StructureStream(Dataset):
         return self._engine
 
     def _imap(self, jobs: list[Job]):
-        engine = self._get_engine()
         on_fail = lambda job, reason: {**empty_result(job, errors=reason), "reason": reason}  # noqa: E731
-        # LocalEngine runs workers <= 1 inline (in this thread: no crash protection, and it would
-        # compete with training for the GIL); one generation process is what --stream_workers 1
-        # means, so call its process loop directly.
-        if getattr(engine, "workers", 2) == 1 and hasattr(engine, "_run"):
-            return engine._run(self.job_fn, jobs, on_fail)
-        return engine.imap_unordered(self.job_fn, jobs, on_fail=on_fail)
+        return self._get_engine().imap_unordered(self.job_fn, jobs, on_fail=on_fail)
 
     def _generate(self, epoch: int, previous: PeakTable | None, stats: dict[str, float],
                   stop: threading.Event, bar: bool) -> PeakTable:
