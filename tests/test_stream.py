@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,21 @@ class CrashOnce:
             os._exit(1)
         except FileExistsError:
             return self.inner(job)
+
+
+class HangOnce:
+    """The first job run sleeps far past the engine's job timeout (a hung worker), then behaves."""
+
+    def __init__(self, inner: StreamJob, marker: str) -> None:
+        self.inner, self.marker = inner, marker
+
+    def __call__(self, job):
+        try:
+            os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            time.sleep(600)
+        except FileExistsError:
+            pass
+        return self.inner(job)
 
 
 class FailSlot:
@@ -114,6 +130,10 @@ def test_crashed_worker_and_failed_slot(tmp_path):
     s = _stream(n=6, epochs=1, job_fn=CrashOnce(_job_fn(), str(tmp_path / "crashed")))
     assert (tmp_path / "crashed").exists()
     assert s.stats["crashed_workers"] >= 1 and s.stats["generated"] == 6 and len(s.table) == 6
+    # a hung job is failed by the engine's timeout and its slot retried with another seed
+    kw = {"workers": 1, "inline": False, "job_timeout_s": 3.0, "poll_s": 0.2}
+    s = _stream(n=4, epochs=1, engine_kwargs=kw, job_fn=HangOnce(_job_fn(), str(tmp_path / "hung")))
+    assert s.stats["hung"] == 1 and s.stats["retried"] == 1 and s.stats["generated"] == 4
     # a slot failing every try keeps its previous crystal (and its label)
     s = _stream(n=6, epochs=2, max_tries=2, job_fn=FailSlot(_job_fn(), 6, slot=0))
     before = _crystals(s)
@@ -138,3 +158,13 @@ def test_train_on_the_stream(tiny_data, tmp_path, capfd):
     log = (Path(res["run_dir"]) / "train.log").read_text()
     assert "stream epoch 1: 8 crystals (training waited" in log and "crashed workers 0" in log
     assert "sg_top1" in res["test"]
+
+
+@pytest.mark.slow
+def test_resume_regenerates_the_same_epoch():
+    a = _stream(n=4, seed=7, epochs=3)
+    for e in range(3):
+        a.set_epoch(e)
+    b = _stream(n=4, seed=7, epochs=3)
+    b.set_epoch(2)  # --resume auto at epoch 2: generated directly, no prefetch of 1
+    assert _checksum(a) == _checksum(b) and b.epoch == 2
