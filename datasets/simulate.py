@@ -37,24 +37,22 @@ from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS
 from utils.grid import GridSpec
 
 
-def generate(jobs: list[Job], store: ShardStore, runner: JobRunner, workers: int,
-             shard_size: int, chunksize: int) -> int:
-    """Run ``jobs``, flushing a shard every ``shard_size`` results. Returns the number run."""
+def generate(jobs: list[Job], store: ShardStore, runner: JobRunner, engine, shard_size: int) -> int:
+    """Run ``jobs`` on ``engine`` (``datasets.synthesis.engines``), flushing a shard every
+    ``shard_size`` results. A job whose worker hung is recorded as failed (never lost); crashed
+    workers are replaced by the engine. Returns the number of jobs run."""
     from tqdm import tqdm
+
+    from datasets.synthesis.jobs import empty_result
 
     buf: list[dict] = []
     done = 0
     bar = tqdm(total=len(jobs), desc="structures", unit="st", dynamic_ncols=True, file=sys.stderr)
-    pool = None
-    try:
-        if workers <= 1:
-            it = map(runner, jobs)
-        else:
-            import multiprocessing as mp
+    def failed(job: Job, why: str) -> dict:
+        return empty_result(job, errors=f"engine: {why}")
 
-            pool = mp.get_context("fork").Pool(workers)
-            it = pool.imap_unordered(runner, jobs, chunksize=chunksize)
-        for r in it:
+    try:
+        for _, r in engine.imap_unordered(runner, jobs, on_fail=failed):
             buf.append(r)
             done += 1
             bar.update(1)
@@ -64,10 +62,17 @@ def generate(jobs: list[Job], store: ShardStore, runner: JobRunner, workers: int
     finally:
         store.write(buf)  # keep finished work even on Ctrl-C
         bar.close()
-        if pool is not None:
-            pool.terminate()
-            pool.join()
     return done
+
+
+def make_engine(name: str, workers: int, ray_address: str | None, job_timeout_s: float):
+    """The generation engine of the command line: local processes or Ray (``--engine``)."""
+    from datasets.synthesis.engines import build_engine
+
+    if name == "ray":
+        return build_engine("ray", address=ray_address, num_cpus=None if ray_address else workers,
+                            job_timeout_s=job_timeout_s)
+    return build_engine(name, workers=workers, job_timeout_s=job_timeout_s)
 
 
 def failure_report(res: dict[str, np.ndarray]) -> dict:
@@ -248,7 +253,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--groups", type=str, default=None, help="comma-separated space groups (quick runs)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
-    p.add_argument("--chunksize", type=int, default=4)
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local worker processes, or Ray tasks (a local Ray instance, or a cluster "
+                        "with --ray_address); same seed -> same structures with either")
+    p.add_argument("--ray_address", default=None, help="Ray cluster address HEAD:PORT (--engine ray)")
+    p.add_argument("--job_timeout_s", type=float, default=300.0,
+                   help="a job running longer is recorded as failed and its worker replaced")
     p.add_argument("--shard_size", type=int, default=48, help="jobs per resumable shard file")
     p.add_argument("--max_jobs", type=int, default=None, help="stop after this many new jobs (rerun resumes)")
     p.add_argument("--tol_factor", type=float, default=0.9, help="pyxtal distance-tolerance scale")
@@ -293,7 +303,13 @@ def main(argv: list[str] | None = None) -> dict | None:
     opts = {"min_intensity": args.min_intensity, "tol_factor": args.tol_factor,
             "volume_factor": args.volume_factor, "wavelength": args.wavelength,
             "two_theta_range": (args.two_theta_min, args.two_theta_max)}
-    generate(limit, store, JobRunner(table_path, opts), args.workers, args.shard_size, args.chunksize)
+    engine = make_engine(args.engine, args.workers, args.ray_address, args.job_timeout_s)
+    try:
+        generate(limit, store, JobRunner(table_path, opts), engine, args.shard_size)
+    finally:
+        engine.close()
+    if engine.stats.get("crashed_workers") or engine.stats.get("hung_jobs"):
+        logger.warning("engine: {}", engine.stats)
     if len(limit) < len(todo):
         logger.info("stopped after {} jobs (--max_jobs); rerun the same command to continue", len(limit))
         return None
