@@ -293,11 +293,23 @@ def results_table(metrics: dict[str, float], title: str = "test") -> str:
             ("CS accuracy (CS head)", "cs_head_acc"), ("Macro-F1", "macro_f1"),
             ("Many-shot acc (>100)", "many_acc"), ("Medium-shot acc (20-100)", "medium_acc"),
             ("Few-shot acc (<20)", "few_acc")]
-    lines = [f"| {title} metric | value |", "|---|---|"]
+
+    def pct(key: str) -> str | None:
+        v = metrics.get(key)
+        return f"{100 * v:.2f} %" if v is not None and np.isfinite(v) else None
+
+    # prior baselines (reports.write_test_reports adds them): what ignoring the pattern scores
+    base = any(k.startswith("baseline_") for k in metrics)
+    lines = [f"| {title} metric | value |" + (" majority class | prior guess |" if base else ""),
+             "|---|---|" + ("---|---|" if base else "")]
     for label, key in rows:
-        if key in metrics and metrics[key] is not None and np.isfinite(metrics[key]):
-            lines.append(f"| {label} | {100 * metrics[key]:.2f} % |")
+        if pct(key) is not None:
+            extra = "".join(f" {pct(f'baseline_{b}_{key}') or '–'} |" for b in ("majority", "prior"))
+            lines.append(f"| {label} | {pct(key)} |" + (extra if base else ""))
     groups = [f"{k[2:]}={int(metrics[k])}" for k in ("n_many", "n_medium", "n_few") if k in metrics]
     if groups:
-        lines.append(f"| classes per group | {', '.join(groups)} |")
+        lines.append(f"| classes per group | {', '.join(groups)} |" + (" | |" if base else ""))
+    if base:
+        lines.append("\nmajority class: always the most common training class (system, for CS); prior "
+                     "guess: a class drawn from the training frequencies, expected score")
     return "\n".join(lines)

@@ -23,6 +23,7 @@ from metrics import (
     shot_groups,
     write_per_class_csv,
 )
+from metrics.baselines import flat_baselines, prior_baselines
 from utils.crystal import SG_TO_CS
 from utils.logging import JsonlWriter
 
@@ -49,10 +50,16 @@ def log_data_profile(bundle: DataBundle) -> dict[str, Any]:
 
 
 def write_test_reports(out_dir: str | Path, pred: dict[str, np.ndarray], counts: np.ndarray,
-                       metrics: dict[str, float], sg_confusion: bool = False) -> None:
-    """``test_metrics.json``, ``per_class.csv`` and the evaluation plots."""
+                       metrics: dict[str, float], sg_confusion: bool = False) -> dict[str, float]:
+    """``test_metrics.json``, ``per_class.csv`` and the evaluation plots.
+
+    ``metrics`` gains the prior baselines of this evaluation set (``baseline_majority_*``,
+    ``baseline_prior_*``: ``metrics.baselines``, from the training ``counts`` and the labels of
+    ``pred``), in place, so the printed table shows them too; returns ``metrics``.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    metrics.update(flat_baselines(counts, np.bincount(pred["y_sg"], minlength=len(counts))))
     with open(out / "test_metrics.json", "w") as fh:
         json.dump({k: (None if isinstance(v, float) and not np.isfinite(v) else v)
                    for k, v in metrics.items()}, fh, indent=2)
@@ -61,13 +68,14 @@ def write_test_reports(out_dir: str | Path, pred: dict[str, np.ndarray], counts:
     acc, _ = per_class_accuracy(pred["y_sg"], y_pred, len(counts))
     plot_per_class_vs_count(acc, counts, out / "per_class_vs_count.png")
     if len(counts) != len(SG_TO_CS):  # not space groups (CIFAR-LT): no crystal-system plots
-        return
+        return metrics
     cs_pred = pred["cs_logits"].argmax(1) if "cs_logits" in pred else SG_TO_CS[y_pred]
     plot_cs_confusion(SG_TO_CS[pred["y_sg"]], cs_pred, out / "cs_confusion.png")
     if "gate" in pred:
         plot_gate_heatmap(pred["gate"], SG_TO_CS[pred["y_sg"]], out / "gate_heatmap.png")
     if sg_confusion:
         plot_sg_confusion_by_cs(pred["y_sg"], y_pred, out / "sg_confusion.png")
+    return metrics
 
 
 def plot_run(run_dir: str | Path, schedule: Any) -> None:
@@ -102,11 +110,34 @@ def comparison_table(run_dirs: list[str | Path], title: str = "", metrics_subdir
         lines.append(f"| {args['method']} | {args.get('model') or 'default'} ({args['frontend_type']}) | "
                      + " | ".join(vals) + f" | {ep_time:.1f} | {len(log)} ({best}) |")
     n = json.loads((Path(run_dirs[0]) / metrics_subdir / "test_metrics.json").read_text()) if run_dirs else {}
+    if run_dirs:
+        lines += baseline_rows(Path(run_dirs[0]) / metrics_subdir / "per_class.csv")
     lines.append("")
     lines.append(f"Accuracies in % on the test split (best.pt by validation SG top-1); shot groups by "
                  f"training count: many >100 ({n.get('n_many')} classes), medium 20–100 "
-                 f"({n.get('n_medium')}), few <20 ({n.get('n_few')}).")
+                 f"({n.get('n_medium')}), few <20 ({n.get('n_few')}). Italic rows: prior baselines "
+                 "that ignore the pattern (training counts vs this evaluation set; CS: the most "
+                 "common training crystal system / a system drawn from the training frequencies).")
     return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def baseline_rows(per_class_csv: str | Path) -> list[str]:
+    """Two table rows (majority class, prior guess; ``metrics.baselines``) in the layout of
+    :func:`comparison_table`, from a run's ``per_class.csv`` (its ``train_count`` and ``n_eval``
+    columns, so runs written before baselines existed get them too)."""
+    import csv
+
+    with open(per_class_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    train = np.array([float(r["train_count"]) for r in rows])
+    n_eval = np.array([int(r["n_eval"]) for r in rows])
+    base = prior_baselines(train, n_eval)
+    out = []
+    for name, label in (("majority", "always the most common training class"),
+                        ("prior", "guess by the training prior (expected)")):
+        vals = [f"{100 * base[name][k]:.1f}" if np.isfinite(base[name][k]) else "–" for _, k in COLUMNS]
+        out.append(f"| *{label}* | – | " + " | ".join(vals) + " | – | – |")
+    return out
 
 
 if __name__ == "__main__":
