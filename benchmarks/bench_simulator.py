@@ -11,8 +11,9 @@ hits both alike), each with the job's own generator: the fast vectorised placer
 (``datasets.synthesis.placement``, with its pyxtal fallback) and pyxtal's ``from_random``; both
 include composition drawing and the spglib check. Peak lists are timed on the results: pymatgen's
 XRDCalculator on the pyxtal structures (the simulator's first path) and the framework's
-vectorised reflection families on the fast ones (today's path, including building the pymatgen
-structure from the placer's arrays), plus the families a lattice-augmented training set needs.
+vectorised reflection families on the fast ones (today's path, as ``JobRunner``: from the
+placer's arrays, reusing the symmetry of the generator's spglib check), plus the families a
+lattice-augmented training set (or the stream) needs.
 Group tables are built before timing (once per process in a real run). Prints markdown tables.
 """
 
@@ -38,7 +39,12 @@ def main(argv: list[str] | None = None) -> dict:
     from datasets.synthesis.families import FAMILY_MIN_REL
     from datasets.synthesis.placement import site_ops
     from datasets.synthesis.plan import load_mp_table, make_plan
-    from datasets.synthesis.reflections import pymatgen_peaks, reflection_families, structure_peaks
+    from datasets.synthesis.reflections import (
+        families_of_arrays,
+        peaks_of_arrays,
+        pymatgen_peaks,
+        structure_peaks,
+    )
     from datasets.synthesis.structures import generate_structure, mp_table_path
 
     p = argparse.ArgumentParser("bench_simulator")
@@ -72,13 +78,15 @@ def main(argv: list[str] | None = None) -> dict:
             att[placer] += res[placer].attempts
             ok[placer] += res[placer].ok
         if res["fast"].ok:
-            fallback += res["fast"].placer == "pyxtal"
-            s, dt = _timed(lambda r: r.structure, res["fast"])
+            r = res["fast"]
+            fallback += r.placer == "pyxtal"
+            (cell, frac, z), dt = _timed(r.arrays)
             t["build"] += dt
-            (tt, _), dt = _timed(structure_peaks, s)
+            # as JobRunner: sticks from the arrays, with the rotations of the generator's spglib check
+            (tt, _), dt = _timed(peaks_of_arrays, cell, frac, z, rotations=r.rotations)
             t["own"] += dt
             n_peaks += len(tt)
-            t["fam"] += _timed(reflection_families, s, min_rel=FAMILY_MIN_REL)[1]
+            t["fam"] += _timed(families_of_arrays, cell, frac, z, min_rel=FAMILY_MIN_REL)[1]
         if res["pyxtal"].ok:
             t["pmg"] += _timed(pymatgen_peaks, res["pyxtal"].structure)[1]
     nf, npx = max(ok["fast"], 1), max(ok["pyxtal"], 1)
@@ -104,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {row['jobs']} | {pl} | {row[pl + '_structures_per_s']:.1f} | {ok[pl]} / {len(pick)} | "
               f"{row[pl + '_failed_attempts']:.1%} | {fallback if pl == 'fast' else '–'} |")
     print(f"\nplacement speed-up fast / pyxtal: {row['placer_ratio']:.1f}x\n")
-    print("| peak lists/s pymatgen | peak lists/s own (+ structure) | families/s | "
+    print("| peak lists/s pymatgen | peak lists/s own | families/s | "
           "job st/s old (pyxtal + pymatgen) | job st/s new (fast + own) | speed-up | peaks/pattern |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {row['pymatgen_peak_lists_per_s']:.1f} | {row['peak_lists_per_s']:.1f} | "

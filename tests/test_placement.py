@@ -100,6 +100,17 @@ def test_generate_structure_fast_is_exact_and_deterministic(table, sg):
         assert a.formula == b.formula and a.lattice == b.lattice and np.array_equal(frac, b.frac)
 
 
+def test_array_sticks_with_the_checks_rotations_equal_the_structure_path(table):
+    from datasets.synthesis.reflections import peaks_of_arrays, structure_peaks
+
+    for sg in (14, 166, 227):
+        r = generate_structure(sg, _rows(table, sg)[0], np.random.default_rng(sg))
+        cell, frac, z = r.arrays()
+        tt, it = peaks_of_arrays(cell, frac, z, rotations=r.rotations)
+        t2, i2 = structure_peaks(r.structure)
+        assert len(tt) > 5 and np.allclose(tt, t2, atol=1e-4) and np.allclose(it, i2, atol=1e-3)
+
+
 def test_pyxtal_placer_still_available():
     r = generate_structure(225, "9-10-11", np.random.default_rng(3), placer="pyxtal")
     assert r.ok and r.placer == "pyxtal" and r.frac is None and len(r.arrays()[2]) == 16

@@ -17,7 +17,7 @@ from functools import cache
 import numpy as np
 
 from datasets.synthesis.plan import Job, load_mp_table
-from datasets.synthesis.reflections import structure_peaks
+from datasets.synthesis.reflections import peaks_of_arrays
 from datasets.synthesis.structures import generate_structure
 
 
@@ -77,13 +77,13 @@ class JobRunner:
                                          volume_factor=o["volume_factor"], placer=o.get("placer", "fast"))
                 out.update(attempts=res.attempts, relaxed=res.relaxed, errors=" | ".join(res.errors)[:500])
                 if res.ok:
-                    tt, it = structure_peaks(res.structure, wavelength=o["wavelength"],
-                                             two_theta_range=o["two_theta_range"])
+                    cell, frac, z = res.arrays()
+                    tt, it = peaks_of_arrays(cell, frac, z, None, o["wavelength"], o["two_theta_range"],
+                                             rotations=res.rotations)
                     tt, it = compact_peaks(tt, it, o["min_intensity"])
                     if len(tt) == 0:
                         out["errors"] = (out["errors"] + " | no peak in range")[:500]
                     else:
-                        cell, frac, z = res.arrays()
                         out.update(ok=True, formula=res.formula, lattice=tuple(map(float, cell)),
                                    two_theta=tt, intensity=it, st_z=z.astype(np.uint8),
                                    st_frac=frac.astype(np.float32))

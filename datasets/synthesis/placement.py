@@ -39,6 +39,7 @@ MIN_AXIS = 1.2           # Å, shortest allowed cell axis (pyxtal's minvec)
 MAX_RATIO = 10.0         # largest axis ratio (pyxtal's max_ratio)
 MIN_ATOM_VOLUME = 0.75   # Å³ per atom (pyxtal's min_density)
 _OFFSETS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], np.float64)
+_OFFSETS2T = 2.0 * _OFFSETS.T
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class SiteOps:
     rot0: np.ndarray     # (3, 3) first operation: free parameters -> a point of the site
     trans0: np.ndarray   # (3,)
     dof: int
+    rot_t: np.ndarray    # (3, 3m) all rotations side by side: p @ rot_t = (rot[k] · p)_k, one GEMM
 
 
 @cache
@@ -74,8 +76,9 @@ def site_ops(sg: int, index: int) -> SiteOps:
     """Operations of ``pyxtal.symmetry.Group(sg)[index]`` (cached per process)."""
     wp = pyxtal_group(sg)[int(index)]
     aff = np.array([op.affine_matrix for op in wp.ops], np.float64)
-    return SiteOps(wp.get_label(), aff[:, :3, :3], aff[:, :3, 3], aff[0, :3, :3], aff[0, :3, 3],
-                   int(wp.get_dof()))
+    rot = aff[:, :3, :3]
+    return SiteOps(wp.get_label(), rot, aff[:, :3, 3], aff[0, :3, :3], aff[0, :3, 3], int(wp.get_dof()),
+                   np.ascontiguousarray(rot.transpose(2, 0, 1).reshape(3, -1)))
 
 
 @cache
@@ -150,29 +153,38 @@ def draw_cell(rng: np.random.Generator, ltype: str, volume: float, tries: int = 
     return None
 
 
-def _min_dist2(diff: np.ndarray, gram: np.ndarray) -> np.ndarray:
-    """Squared minimum-image distances of fractional differences (..., 3) in a cell with metric G."""
+def _metric(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(G, oᵀGo for the 27 neighbour offsets o) of a cell: what :func:`_min_dist2` needs."""
+    gram = matrix @ matrix.T
+    return gram, np.einsum("oi,ij,oj->o", _OFFSETS, gram, _OFFSETS)
+
+
+def _min_dist2(diff: np.ndarray, metric: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Squared minimum-image distances of fractional differences (..., 3).
+
+    |(d + o)·A|² = dᵀGd + 2 dᵀGo + oᵀGo, minimised over the 27 offsets o after wrapping d to
+    [-½, ½] (the same image set as pyxtal's checks).
+    """
+    gram, ogo = metric
     diff = diff - np.round(diff)
     dg = diff @ gram
-    base = np.sum(dg * diff, axis=-1)
-    cross = 2 * dg @ _OFFSETS.T + np.einsum("oi,ij,oj->o", _OFFSETS, gram, _OFFSETS)
-    return base + cross.min(axis=-1)
+    return np.sum(dg * diff, axis=-1) + (dg @ _OFFSETS2T + ogo).min(axis=-1)
 
 
-def _place_site(rng: np.random.Generator, ops: SiteOps, elem: int, gram: np.ndarray, frac: np.ndarray,
+def _place_site(rng: np.random.Generator, ops: SiteOps, elem: int, metric, frac: np.ndarray,
                 kinds: np.ndarray, tol2: np.ndarray) -> np.ndarray | None:
     """Orbit (m, 3) of the first of ``POINT_DRAWS`` candidates that keeps all distances, or None."""
     k = POINT_DRAWS if ops.dof else 1
     pts = rng.random((k, 3)) @ ops.rot0.T + ops.trans0                       # (K, 3)
-    orb = np.einsum("mij,kj->kmi", ops.rot, pts) + ops.trans                 # (K, m, 3)
+    orb = (pts @ ops.rot_t).reshape(len(pts), -1, 3) + ops.trans             # (K, m, 3)
     orb -= np.floor(orb)
     m = orb.shape[1]
-    own = _min_dist2(orb[:, :, None, :] - orb[:, None, :, :], gram)           # (K, m, m)
+    own = _min_dist2(orb[:, :, None, :] - orb[:, None, :, :], metric)          # (K, m, m)
     # an atom's own images are lattice vectors away: only pairs i != j are checked here
     own[:, np.arange(m), np.arange(m)] = np.inf
     ok = own.reshape(len(orb), -1).min(axis=1) >= tol2[elem, elem]
     if len(frac) and ok.any():
-        d2 = _min_dist2(orb[:, :, None, :] - frac[None, None, :, :], gram)   # (K, m, n)
+        d2 = _min_dist2(orb[:, :, None, :] - frac[None, None, :, :], metric)  # (K, m, n)
         ok &= np.all(d2 >= tol2[elem, kinds][None, None, :], axis=(1, 2))
     hit = np.flatnonzero(ok)
     return orb[hit[0]] if len(hit) else None
@@ -231,11 +243,11 @@ def place_atoms(rng: np.random.Generator, sg: int, site_index: list[int], site_e
         if cell is None:
             continue
         mat = lattice_matrix(cell)
-        gram = mat @ mat.T
+        metric = _metric(mat)
         for _ in range(COORD_TRIES):
             frac, kinds, fixed_failed = np.zeros((0, 3)), np.zeros(0, np.int64), False
             for i in order:
-                orb = _place_site(rng, ops[i], site_elem[i], gram, frac, kinds, tol2)
+                orb = _place_site(rng, ops[i], site_elem[i], metric, frac, kinds, tol2)
                 if orb is None:
                     fixed_failed, why = ops[i].dof == 0, f"no room for {ops[i].label}"
                     break

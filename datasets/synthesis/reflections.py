@@ -71,7 +71,12 @@ def laue_rotations(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray,
     sym = spglib.get_symmetry((lattice, frac, numbers), symprec=symprec)
     if sym is None:
         raise ValueError("spglib found no symmetry (invalid structure)")
-    rots = np.unique(np.asarray(sym["rotations"], np.int64).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
+    return laue_of(sym["rotations"])
+
+
+def laue_of(rotations: np.ndarray) -> np.ndarray:
+    """Distinct W and −W (n, 3, 3) int of symmetry rotations (e.g. a spglib dataset's)."""
+    rots = np.unique(np.asarray(rotations, np.int64).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
     return np.unique(np.concatenate([rots, -rots]).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
 
 
@@ -110,7 +115,7 @@ def reflection_families(structure, wavelength: float = 1.5406, two_theta_max: fl
 def families_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, occ: np.ndarray | None = None,
                        wavelength: float = 1.5406, two_theta_max: float = 90.0,
                        g_margin: float = G_MARGIN, symprec: float = SYMPREC,
-                       min_rel: float = 0.0) -> dict[str, np.ndarray]:
+                       min_rel: float = 0.0, rotations: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Reflection families of a crystal given as arrays (see the module docstring).
 
     Args:
@@ -123,6 +128,8 @@ def families_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, o
             strongest reflection inside the 2θ range (0: keep all). Strain changes relative
             intensities only through Lorentz–polarisation and form factors, i.e. by tens of per
             cent, so families far below the stored sticks' threshold never matter.
+        rotations: the structure's symmetry rotations in this cell's basis, when already known
+            (e.g. from the generator's spglib check); None: ask spglib.
 
     Returns:
         ``cell`` (6,) float64, ``hkl`` (F, 3) int16 representatives, ``mult`` (F,) int16,
@@ -134,7 +141,8 @@ def families_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, o
     occ = np.ones(len(z_site)) if occ is None else np.asarray(occ, np.float64)
     g_max = 2.0 * np.sin(np.radians(min(float(two_theta_max), 180.0) / 2.0)) / float(wavelength)
     hkl = _hkl_in_sphere(cell, g_max * g_margin)
-    rots = laue_rotations(lattice_matrix(cell), frac, z_site, symprec)
+    rots = laue_rotations(lattice_matrix(cell), frac, z_site, symprec) if rotations is None \
+        else laue_of(rotations)
     # canonical member of each orbit: the lexicographically largest h·W
     orbit = np.einsum("mi,nij->mnj", hkl, rots)  # (M, n_ops, 3)
     span = int(np.abs(hkl).max(initial=0)) * 3 + 1
@@ -170,7 +178,16 @@ def structure_peaks(structure, wavelength: float = 1.5406, two_theta_range=(5.0,
     pymatgen's ``XRDCalculator.get_pattern(structure, scaled=True)``; used by the simulator, the
     raw CIF reader and the external set, so all three produce identical sticks.
     """
-    fam = reflection_families(structure, wavelength, two_theta_range[1], g_margin=1.0)
+    cell, _, frac, z, occ = structure_arrays(structure)
+    return peaks_of_arrays(cell, frac, z, occ, wavelength, two_theta_range)
+
+
+def peaks_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, occ: np.ndarray | None = None,
+                    wavelength: float = 1.5406, two_theta_range=(5.0, 90.0),
+                    rotations: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`structure_peaks` of a crystal given as arrays (see :func:`families_of_arrays`)."""
+    fam = families_of_arrays(cell, frac, z_site, occ, wavelength, two_theta_range[1], g_margin=1.0,
+                             rotations=rotations)
     tt, it = family_sticks(fam["hkl"], fam["mult"], fam["sf"], fam["z"],
                            form_factor_table()[fam["z"].astype(np.int64)], fam["cell"], wavelength,
                            two_theta_range)

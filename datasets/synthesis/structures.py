@@ -83,6 +83,7 @@ ANION_CHARGE = {"O": 2, "S": 2, "Se": 2, "Te": 2, "F": 1, "Cl": 1, "Br": 1, "I":
 BALANCE_DRAWS = 25                   # compositions tried before accepting an unbalanced one
 N_CATIONS_P = (0.45, 0.40, 0.15)     # one, two or three distinct cations
 N_METALS_P = (0.15, 0.55, 0.30)      # elements of an intermetallic
+_TABLES = [CATIONS, METALS, *ANIONS.values()]  # element tables _pick draws from (cached by position)
 RELAXED_TOL_FACTOR = 0.75            # scales pyxtal's covalent-radius tolerances on retries
 
 
@@ -120,10 +121,18 @@ def fixed_sites(sg: int, wps: str) -> list[bool]:
     return [bool(g[int(tok)].get_dof() == 0) for tok in str(wps).split("-")]
 
 
-def _pick(rng: np.random.Generator, table: dict[str, float], k: int, exclude=()) -> list[str]:
+@cache
+def _choices(table_id: int, exclude: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(names, probabilities) of one of the module's element tables without ``exclude``."""
+    table = _TABLES[table_id]
     names = [n for n in table if n not in exclude]
     p = np.array([table[n] for n in names], dtype=np.float64)
-    return [str(x) for x in rng.choice(names, size=k, replace=False, p=p / p.sum())]
+    return np.array(names), p / p.sum()
+
+
+def _pick(rng: np.random.Generator, table: dict[str, float], k: int, exclude=()) -> list[str]:
+    names, p = _choices(_TABLES.index(table), tuple(exclude))
+    return [str(x) for x in rng.choice(names, size=k, replace=False, p=p)]
 
 
 def _draw_once(rng: np.random.Generator, sites: list[tuple[str, int]], fam: str, fixed: list[bool]
@@ -227,15 +236,15 @@ def draw_composition(rng: np.random.Generator, sites: list[tuple[str, int]],
 def _space_group_number(structure) -> int:
     """spglib's space group of a pymatgen structure at ``SYMPREC``."""
     cell = (structure.lattice.matrix, structure.frac_coords, [sp.Z for sp in structure.species])
-    return _spglib_number(cell)
+    ds = _spglib_dataset(cell)
+    return int(ds.number) if ds is not None else 0
 
 
-def _spglib_number(cell) -> int:
-    """spglib's space group of (lattice rows, frac, atomic numbers) at ``SYMPREC`` (0: none)."""
+def _spglib_dataset(cell):
+    """spglib's symmetry dataset of (lattice rows, frac, atomic numbers) at ``SYMPREC`` (or None)."""
     import spglib
 
-    ds = spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
-    return int(ds.number) if ds is not None else 0
+    return spglib.get_symmetry_dataset(cell, symprec=SYMPREC)
 
 
 @cache
@@ -262,6 +271,7 @@ class GenResult:
     errors: list[str] = field(default_factory=list)
     frac: np.ndarray | None = None         # (n, 3) fractional coordinates (fast placer)
     numbers: np.ndarray | None = None      # (n,) atomic numbers (fast placer)
+    rotations: np.ndarray | None = None    # (k, 3, 3) symmetry rotations found by the spglib check
     placer: str = ""                       # which placer produced the crystal
 
     @property
@@ -301,18 +311,28 @@ def _site_assignment(sg: int, wps: str, species: list[str], per: list[list[str]]
 
 
 def _fast_attempt(sg: int, wps: str, species: list[str], per: list[list[str]], rng: np.random.Generator,
-                  tol: float, volume_factor: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One composition with :func:`datasets.synthesis.placement.place_atoms` + the spglib check."""
+                  tol: float, volume_factor: float) -> tuple[np.ndarray, ...]:
+    """One composition with :func:`datasets.synthesis.placement.place_atoms` + the spglib check.
+
+    Returns:
+        (cell (6,), frac (n, 3), atomic numbers (n,), symmetry rotations (k, 3, 3) in that cell).
+    """
     index, elem = _site_assignment(sg, wps, species, per)
     z_of = np.array([_atomic_number(e) for e in species], np.int64)
 
+    rotations = []
+
     def check(p) -> str | None:
-        found = _spglib_number((p.matrix, p.frac, z_of[p.kinds]))
-        return None if found == sg else f"symmetry of the result is {found}, not {sg}"
+        ds = _spglib_dataset((p.matrix, p.frac, z_of[p.kinds]))
+        found = int(ds.number) if ds is not None else 0
+        if found != sg:
+            return f"symmetry of the result is {found}, not {sg}"
+        rotations.append(np.asarray(ds.rotations))
+        return None
 
     p = place_atoms(rng, sg, index, elem, species, tol_factor=tol, volume_factor=volume_factor,
                     accept=check)
-    return p.cell, p.frac, z_of[p.kinds]
+    return p.cell, p.frac, z_of[p.kinds], rotations[-1]
 
 
 def _formula(species: list[str], num: list[int]) -> str:
@@ -357,8 +377,9 @@ def generate_structure(sg: int, wps: str, rng: np.random.Generator, strict_tries
         species, num, per = draw_composition(rng, sites, fixed)
         try:
             if how == "fast":
-                cell, frac, z = _fast_attempt(sg, wps, species, per, rng, tol, volume_factor)
-                res.frac, res.numbers, res.lattice = frac, z, tuple(float(v) for v in cell)
+                cell, frac, z, rots = _fast_attempt(sg, wps, species, per, rng, tol, volume_factor)
+                res.frac, res.numbers, res.rotations = frac, z, rots
+                res.lattice = tuple(float(v) for v in cell)
                 res.formula = _formula(species, num)
             else:
                 s = _pyxtal_attempt(sg, species, num, per if stage < 2 else None, rng, tol, volume_factor)
