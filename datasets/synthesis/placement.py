@@ -97,10 +97,13 @@ def atom_volumes(symbol: str) -> tuple[float, float]:
 
 
 @cache
+def _pair_tol(a: str, b: str, factor: float) -> float:
+    return float(tol_matrix(factor).get_tol(a, b))
+
+
 def pair_tolerances(symbols: tuple[str, ...], factor: float) -> np.ndarray:
     """(E, E) minimum distances [Å]: pyxtal's ``Tol_matrix(prototype="atomic", factor)``."""
-    tm = tol_matrix(factor)
-    return np.array([[float(tm.get_tol(a, b)) for b in symbols] for a in symbols], np.float64)
+    return np.array([[_pair_tol(a, b, factor) for b in symbols] for a in symbols], np.float64)
 
 
 def draw_volume(rng: np.random.Generator, symbols: list[str], counts: list[int], factor: float) -> float:

@@ -34,7 +34,7 @@ from functools import cache
 
 import numpy as np
 
-from datasets.synthesis.placement import place_atoms, pyxtal_group, tol_matrix
+from datasets.synthesis.placement import place_atoms, pyxtal_group, site_ops, tol_matrix
 
 MP_TABLE_NAME = "spg_num_wps_mp.csv"
 # Bump when a change here alters generated structures: old resumable shards are then refused.
@@ -107,18 +107,12 @@ def wyckoff_sites(sg: int, wps: str) -> list[tuple[str, int]]:
     Returns:
         [(label e.g. '4a', multiplicity), ...] in the row's order.
     """
-    g = _group(sg)
-    out = []
-    for tok in str(wps).split("-"):
-        wp = g[int(tok)]
-        out.append((wp.get_label(), int(wp.multiplicity)))
-    return out
+    return [(o.label, len(o.rot)) for o in (site_ops(sg, int(t)) for t in str(wps).split("-"))]
 
 
 def fixed_sites(sg: int, wps: str) -> list[bool]:
     """Per site of the row: True when the Wyckoff position has no free coordinate (e.g. 4a)."""
-    g = _group(sg)
-    return [bool(g[int(tok)].get_dof() == 0) for tok in str(wps).split("-")]
+    return [site_ops(sg, int(t)).dof == 0 for t in str(wps).split("-")]
 
 
 @cache
