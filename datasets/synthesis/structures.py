@@ -329,12 +329,6 @@ def _fast_attempt(sg: int, wps: str, species: list[str], per: list[list[str]], r
     return p.cell, p.frac, z_of[p.kinds], rotations[-1]
 
 
-def _formula(species: list[str], num: list[int]) -> str:
-    from pymatgen.core import Composition
-
-    return Composition(dict(zip(species, num))).reduced_formula
-
-
 PLACERS = ("fast", "pyxtal")
 
 
@@ -374,7 +368,9 @@ def generate_structure(sg: int, wps: str, rng: np.random.Generator, strict_tries
                 cell, frac, z, rots = _fast_attempt(sg, wps, species, per, rng, tol, volume_factor)
                 res.frac, res.numbers, res.rotations = frac, z, rots
                 res.lattice = tuple(float(v) for v in cell)
-                res.formula = _formula(species, num)
+                from pymatgen.core import Composition
+
+                res.formula = Composition(dict(zip(species, num))).reduced_formula
             else:
                 s = _pyxtal_attempt(sg, species, num, per if stage < 2 else None, rng, tol, volume_factor)
                 lat = s.lattice
