@@ -58,3 +58,37 @@ def test_modules_stay_small():
     too_big = [str(f.relative_to(ROOT)) for _, f in _modules()
                if len(f.read_text().splitlines()) > 420]
     assert not too_big, f"modules over ~400 lines: {too_big}"
+
+
+# Inside datasets/ (DESIGN.md): sub-packages import downward only. Levels: the core modules,
+# then rendering, synthesis (uses the peak physics), readers (build batches from files and from the
+# synthesis stream), cifar; the package __init__ and the simulate CLI sit on top.
+DATASETS_LEVEL = {"core": 0, "rendering": 1, "synthesis": 2, "views": 2, "readers": 3, "cifar": 4,
+                  "simulate": 5, "__init__": 5}
+
+
+def _datasets_unit(path_or_module: str) -> str:
+    parts = path_or_module.split(".")
+    if parts[1] in ("rendering", "synthesis", "readers", "cifar"):
+        return parts[1]
+    return parts[1] if parts[1] in DATASETS_LEVEL else "core"
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "datasets").rglob("*.py")), ids=lambda p: p.name)
+def test_datasets_subpackages_import_downward(path):
+    rel = path.relative_to(ROOT).with_suffix("")
+    me = _datasets_unit(".".join(rel.parts))
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] if node.module != "datasets" else [f"datasets.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            if not name.startswith("datasets."):
+                continue
+            other = _datasets_unit(name)
+            ok = DATASETS_LEVEL[other] < DATASETS_LEVEL[me] or other == me or DATASETS_LEVEL[me] == 0 \
+                and DATASETS_LEVEL[other] == 0
+            assert ok, f"{rel} ({me}) imports {name} ({other}): sub-packages import downward only"
