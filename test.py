@@ -18,6 +18,7 @@ from loguru import logger
 import builders
 import reports
 from config.args import HelpFormatter, get_args_parser
+from metrics import gate_usage
 from Trainer import Evaluator
 from utils.checkpoint import load_checkpoint
 from utils.grid import GridSpec
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> dict:
     evaluator = Evaluator(model, counts, device)
     pred = evaluator.predict(loader)
     metrics = evaluator.summarize(pred)
+    if "gate" in pred:  # a mixture of experts: mean gate weight per expert, as in log.jsonl
+        metrics.update(gate_usage(pred["gate"]))
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.ckpt).resolve().parent
     reports.write_test_reports(out_dir, pred, counts, metrics, sg_confusion=True)
     logger.info(f"reports written to {out_dir}")

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from metrics import gate_usage, summarize
+from metrics import summarize
 from utils.distributed import broadcast_module, gather_interleaved, unwrap
 
 KEEP = ("logits", "cs_logits", "gate")
@@ -69,12 +69,8 @@ class Evaluator:
         return pred
 
     def summarize(self, pred: dict[str, np.ndarray]) -> dict[str, float]:
-        """The metric summary, plus the mean gate weight per expert (``gate_e*``, ``gate_active``)
-        for MoE models, so that a collapsing gate shows up in ``log.jsonl`` epoch by epoch."""
-        out = summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"))
-        if "gate" in pred:
-            out.update(gate_usage(pred["gate"]))
-        return out
+        """The metric summary (a mixture's gate usage is added by ``Trainer.moe.MoETrainer``)."""
+        return summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"))
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         return self.summarize(self.predict(loader))

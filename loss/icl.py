@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from loss.components import balanced_logits, ce_per_sample, kl_per_sample, mask_by_true_cs
 from loss.icl_extras import (
@@ -74,20 +75,21 @@ class ICLLoss(nn.Module):
         div_epochs: the diversity term is active while epoch < div_epochs.
         hnm_momentum, hnm_topk, hnm_temperature: hard-negative mining settings.
         retrain_epochs: during the last N epochs (epoch ≥ epochs − N, 0-based) L_dol becomes the
-            balanced-softmax CE(o_k + log n, y) for every expert; ``retrain_active`` tells the
-            Trainer to freeze everything but the classifiers.
+            balanced-softmax CE(o_k + log n, y) for every expert; ``retrain_active`` tells
+            ``Trainer.moe.MoETrainer`` to freeze everything but the expert classifiers.
         epochs: total number of epochs (required when retrain_epochs > 0).
 
     Forward inputs: outputs with "ensemble_logits" (B,230), "cs_logits" (B,7), "expert_logits"
     (B,K,230) and, for L_scl / hard negatives, "features" (B,D); hard negatives also read "logits"
-    (B,230) for the confusion matrix (no gradient). Batch with "y_sg" (B,), "y_cs" (B,).
+    (B,230) for the confusion matrix (no gradient; :meth:`update_memory`, called by the training
+    loop after each step, updates the miner). Batch with "y_sg" (B,), "y_cs" (B,).
     Returns {"loss", "l_dol", "l_col", "l_sys", "l_sg", "l_hier", "l_scl"} plus "l_par",
     "l_mutual", "l_div", "l_hnm" for each extra whose weight is > 0; components are detached.
     """
 
     summary = "ICL, the main method: crystal-system branch + rule-gated 8-expert mixture (IJCAI 2025)"
     default_model = "icl_moe"  # the model a method trains unless --model says otherwise
-    trainer = "default"
+    trainer = "icl"  # Trainer.moe.MoETrainer: gate usage, update_memory, re-training freeze
 
     def __init__(self, class_counts: Any, rule_matrix: Any, lambda_dol: float = 0.5,
                  lambda_col: float = 0.3, disable_col: bool = False, col_detach_ensemble: bool = False,
@@ -232,14 +234,26 @@ class ICLLoss(nn.Module):
         if self.lambda_div > 0:  # key present every epoch (stable log schema), 0 outside the window
             out["l_div"] = diversity_loss(experts) if self.diversity_active else zero
             total = total + self.lambda_div * out["l_div"]
-        if self.hnm is not None:
-            preds = self._need(outputs, "logits", "hard-negative confusion").argmax(-1)
-            out["l_hnm"] = self.hnm(self._need(outputs, "features", "hard negatives"), y, preds)
+        if self.hnm is not None:  # prototypes as they were before this batch (update_memory)
+            feats = F.normalize(self._need(outputs, "features", "hard negatives").float(), dim=-1)
+            out["l_hnm"] = self.hnm.loss(feats, y)
             total = total + self.lambda_hnm * out["l_hnm"]
 
         result = {k: v.detach() for k, v in out.items()}
         result["loss"] = total
         return result
+
+    @torch.no_grad()
+    def update_memory(self, outputs: Tensors, batch: Tensors) -> None:
+        """After an optimisation step: update the hard-negative miner's EMA class prototypes and
+        confusion counts from this batch's (detached) features and predictions. The training loop
+        (``Trainer.moe.MoETrainer``) calls it; evaluation never does, so it never changes the state.
+        No-op without hard-negative mining."""
+        if self.hnm is None:
+            return
+        feats = F.normalize(self._need(outputs, "features", "hard negatives").detach().float(), dim=-1)
+        preds = self._need(outputs, "logits", "hard-negative confusion").detach().argmax(-1)
+        self.hnm.update(feats, batch["y_sg"], preds)
 
     # ---------------------------------------------------------------- flags
     @classmethod

@@ -346,9 +346,12 @@ def test_hard_negative_miner_loss_update_and_state_dict_round_trip():
     loss = _loss(lambda_hnm=0.5, hnm_topk=3)
     out, batch = _make(seed=11)
     res = loss(out, batch)
-    assert "l_hnm" in res and loss.hnm.prototypes.shape == (NC, 16)
+    assert "l_hnm" in res and res["l_hnm"].item() == 0.0 and loss.hnm.prototypes.numel() == 0
+    loss.update_memory(out, batch)  # the training loop's job after the step, never the forward's
+    assert loss.hnm.prototypes.shape == (NC, 16)
+    before = loss.hnm.prototypes.clone()
     res = loss(out, batch)
-    assert res["l_hnm"].item() > 0
+    assert res["l_hnm"].item() > 0 and torch.equal(before, loss.hnm.prototypes)
     fresh = _loss(lambda_hnm=0.5, hnm_topk=3)
     fresh.load_state_dict(loss.state_dict())
     for name in ("prototypes", "seen", "confusion"):
