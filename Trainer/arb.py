@@ -1,7 +1,7 @@
 """ARB-Loss step: the plain step, or input mixup when the loss asks for it (``mixup_alpha`` > 0).
 
 Mixup: H. Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR 2018, in the form the
-ARB-Loss spec reconstructs (shared/methods/arb.md §1): λ ~ Beta(α, α) once per batch, partner =
+ARB-Loss spec reconstructs (docs/methods/arb.md §1): λ ~ Beta(α, α) once per batch, partner =
 a random permutation of the batch, x̃ = λ·x + (1 − λ)·x[perm]. The loss receives ``mix_index``
 and ``mix_lam`` in the batch and combines the two targets itself. λ and the permutation come from
 torch's global CPU generator, which the checkpoint saves, so a resumed run replays them.

@@ -1,7 +1,7 @@
 """GH training step: both views through the model in one forward, then the GH loss.
 
 Y. Zhou et al., "Combating Representation Learning Disparity with Geometric Harmonization",
-NeurIPS 2023; spec shared/methods/gh.md §2. The training loader yields ``batch["views"] = [x¹, x²]``
+NeurIPS 2023; spec docs/methods/gh.md §2. The training loader yields ``batch["views"] = [x¹, x²]``
 (two independent augmentations of every sample, ``datasets.views``); the step stacks them into one
 (2B, ...) batch — BatchNorm then sees both views, as in SimCLR implementations that concatenate —
 and the loss splits the outputs back. The memory bank update and the epoch-wise prior refresh live

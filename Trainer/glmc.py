@@ -1,7 +1,7 @@
 """GLMC training step: two loaders, two views each, one λ, a global (MixUp) and a local (CutMix) mix.
 
 F. Du et al., "Global and Local Mixture Consistency Cumulative Learning for Long-tailed Visual
-Recognitions", CVPR 2023; spec shared/methods/glmc.md §2. Per step:
+Recognitions", CVPR 2023; spec docs/methods/glmc.md §2. Per step:
 
 1. a uniform batch (the ``train`` loader: x^a_1, x^a_2, y^a) and a re-weighted batch (the
    ``train_rb`` loader, per-sample weight n_y^(−q) with replacement: x^b_1, x^b_2, y^b), the latter

@@ -1,6 +1,6 @@
 """NCL's training step: the default step, plus the second view for the optional MoCo branch.
 
-NCL (Li et al., CVPR 2022; shared/methods/ncl.md §2): every expert sees the same augmented batch;
+NCL (Li et al., CVPR 2022; docs/methods/ncl.md §2): every expert sees the same augmented batch;
 the model returns all K experts' logits in one outputs dict, so without the self-supervised variant
 this is exactly :meth:`Trainer.train_step`. With the MoCo variant (``--ncl_con_ratio > 0``) the
 batch carries ``"views": [x_query, x_key]`` (two augmentations of every sample) and the model gets

@@ -2,7 +2,7 @@
 
 The original XRD code warmed up to a hard-coded 0.15 (300× the stated lr), had a negative lr in
 epoch 0, decayed on a fixed 180-epoch horizon whatever ``--epochs`` was, and could not switch
-restarts off (icl.md, "Optimisation"). Here:
+restarts off (docs/methods/icl.md, "Optimisation"). Here:
 
 * linear warm-up from ``base_lr/warmup_steps`` to ``base_lr`` over ``warmup_epochs``;
 * without ``adjust_lr_strategy``: cosine from ``base_lr`` to ``min_lr`` at the last epoch;

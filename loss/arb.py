@@ -1,7 +1,7 @@
 """ARB-Loss: Attraction-Repulsion-Balanced loss, inspired by neural collapse.
 
 Paper: X. Xie et al., "Neural Collapse Inspired Attraction-Repulsion-Balanced Loss for Imbalanced
-Learning", Neurocomputing 2023. Spec: shared/methods/arb.md. Written from the formula, not from the
+Learning", Neurocomputing 2023. Spec: docs/methods/arb.md. Written from the formula, not from the
 reference code.
 
 For a linear classifier the CE gradient on the weight w_j has an attraction part (from class-j

@@ -1,7 +1,7 @@
 """GH: Geometric Harmonization for long-tailed representation learning.
 
 Paper: Y. Zhou, J. Yao, F. Hong, Y. Zhang, Y. Wang, "Combating Representation Learning Disparity
-with Geometric Harmonization", NeurIPS 2023. Spec: shared/methods/gh.md. Written from the
+with Geometric Harmonization", NeurIPS 2023. Spec: docs/methods/gh.md. Written from the
 formulas, not from the reference code.
 
 GH is self-supervised: on top of SimCLR (NT-Xent on two views), the projections z^v (B, d) are

@@ -2,7 +2,7 @@
 
 Paper: F. Du, P. Yang, Q. Jia, F. Nan, X. Chen, Y. Yang, "Global and Local Mixture Consistency
 Cumulative Learning for Long-tailed Visual Recognitions", CVPR 2023 (reference code
-github.com/ynu-yangpeng/GLMC). Spec: shared/methods/glmc.md §1. Written from the formulas.
+github.com/ynu-yangpeng/GLMC). Spec: docs/methods/glmc.md §1. Written from the formulas.
 
 For a step with uniform labels y^a, re-weighted labels y^b and mixing ratio λ (outputs of the
 globally (MixUp) and locally (CutMix) mixed inputs, subscripts G and L)::

@@ -2,7 +2,7 @@
 
 Paper: "Enhancing Mixture of Experts with Independent and Collaborative Learning for Long-Tail
 Visual Recognition", IJCAI 2025; XRD reference code github.com/w1u2d3i4/phys-moe ("CODE").
-Spec: shared/methods/icl.md. Written from the formulas, not from that code.
+Spec: docs/methods/icl.md. Written from the formulas, not from that code.
 
     L = λ_dol·L_dol + λ_col·L_col + λ_hier·(L_sys + L_sg) + λ_scl·L_scl  (+ optional CIFAR extras)
 

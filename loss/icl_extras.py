@@ -1,7 +1,7 @@
 """Optional pieces of ICL's CIFAR version (github.com/PolarisLight/ICL), all off by default for XRD.
 
 Paper: "Enhancing Mixture of Experts with Independent and Collaborative Learning for Long-Tail
-Visual Recognition", IJCAI 2025. Written from the formulas in icl.md, not from that code.
+Visual Recognition", IJCAI 2025. Written from the formulas in docs/methods/icl.md, not from that code.
 
 * :func:`parallel_circuit_loss` — competition as resistors in parallel: the harmonic mean of the
   experts' losses, so the better expert receives the larger gradient.

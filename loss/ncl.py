@@ -2,7 +2,7 @@
 
 Li, Zhan, Zhang, Hu, Tan, Hu, Ding, Yang, "Nested Collaborative Learning for Long-Tailed Visual
 Recognition", CVPR 2022 (reference code: github.com/Bazinga699/NCL, ``NIL_NBOD``). Spec:
-shared/methods/ncl.md §1. With expert logits z_k (B, C), labels y and train counts n:
+docs/methods/ncl.md §1. With expert logits z_k (B, C), labels y and train counts n:
 
     ẑ_k = z_k + log n                                           (balanced logits, NIL)
     S(x) = top-N_hcm of z_0 with z_0[y] := +∞                    (hard categories, from expert 0's

@@ -3,7 +3,7 @@
 Both variants use the space-group similarity matrix R (230×230, values in [0, 1], R[c, c] = 1)
 to decide how much two samples of different space groups count as "the same".
 
-* ``scl_seed`` — the XRD reference code's variant (icl.md, "seed"): positives are same-group or
+* ``scl_seed`` — the XRD reference code's variant (docs/methods/icl.md, "seed"): positives are same-group or
   R > threshold pairs; every other sample is weighted by (1 − R) in the denominator, so positives
   (R ≈ 1) are (almost) excluded from it. Because positives leave the denominator, a term
   S_ij − log D_i is not a log-probability and the loss is unbounded below ("L_scl can be
@@ -13,14 +13,14 @@ to decide how much two samples of different space groups count as "the same".
   usual denominator over all k ≠ i; every term is a log-probability, so the loss is ≥ 0.
 
 Both are vectorised over the batch (B×B matrices, no Python loops) and computed in float32.
-Conventions chosen here (icl.md is silent on them):
+Conventions chosen here (docs/methods/icl.md is silent on them):
 * j = i is excluded from the positives, from the seed denominator (its weight 1 − R[y, y] is 0
   anyway for a rule matrix with unit diagonal; the exclusion makes this hold for any R) and from
   the soft denominator (as in SupCon).
 * The row maximum subtracted from S includes the diagonal and is detached (SupCon's stabiliser).
   It cancels exactly in S_ij − log D_i except for the 1e−8 inside the seed variant's log.
 * The mean is over ALL B anchors; an anchor without positives (seed) or with Σ_j w_ij = 0 (soft)
-  contributes 0 (icl.md: "anchors without positives add 0"). SupCon's reference implementation
+  contributes 0 (docs/methods/icl.md: "anchors without positives add 0"). SupCon's reference implementation
   averages over all anchors too.
 """
 

@@ -2,7 +2,7 @@
 
 A powder pattern cannot separate enantiomorphic space groups (Friedel's law: (76, 78),
 (91, 95), ...), and it reveals the lattice and the systematic absences (the extinction group,
-99 of them) directly, while the rest of the space-group choice rests on intensities. So DATA.md
+99 of them) directly, while the rest of the space-group choice rests on intensities. So docs/DATA.md
 asks for accuracy at three levels: strict, up to enantiomorph, and on extinction groups.
 Labels are 0-based space-group indices (tensor or array); results are fractions in [0, 1].
 """

@@ -1,6 +1,6 @@
 """Many / medium / few ("shot") groups from training counts, in one function with named presets.
 
-Every long-tail codebase draws the lines differently (methods/conventions.md §1.2); a class with
+Every long-tail codebase draws the lines differently (docs/methods/conventions.md §1.2); a class with
 exactly 20 or 100 training samples moves between groups. The presets, with n_c = training count:
 
 =========  ===================  =========================  ===================

@@ -1,7 +1,7 @@
 """GLMC network: frontend → h, two linear classifiers and a projector/predictor pair.
 
 F. Du et al., "Global and Local Mixture Consistency Cumulative Learning for Long-tailed Visual
-Recognitions", CVPR 2023 (spec: shared/methods/glmc.md §2)::
+Recognitions", CVPR 2023 (spec: docs/methods/glmc.md §2)::
 
     h = frontend(x)           (B, D)
     o    = fc(h)              (B, C)   conventional head, trained with the uniform-target loss

@@ -2,7 +2,7 @@
 
 ICL: "Enhancing Mixture of Experts with Independent and Collaborative Learning for Long-Tail
 Visual Recognition" (IJCAI 2025); XRD version: github.com/w1u2d3i4/phys-moe. Spec:
-shared/methods/icl.md, "Model".
+docs/methods/icl.md, "Model".
 
     h = frontend(x)                      (B, h_dim)
     u = P(h)                             (B, d)      P = Linear(h_dim → d), d = 256

@@ -2,7 +2,7 @@
 
 NCL: Li, Zhan, Zhang, Hu, Tan, Hu, Ding, Yang, "Nested Collaborative Learning for Long-Tailed
 Visual Recognition", CVPR 2022 (reference code: github.com/Bazinga699/NCL). Spec:
-shared/methods/ncl.md §2.
+docs/methods/ncl.md §2.
 
     h_k = backbone_k(x)                  (B, h_dim)   k = 1..K, independent weights and init
     z_k = W_k h_k + b_k                  (B, C)       "expert_logits" (B, K, C)

@@ -2,7 +2,7 @@
 
 The projector is the SimCLR-style MLP of the Geometric Harmonization code base (Y. Zhou et al.,
 "Combating Representation Learning Disparity with Geometric Harmonization", NeurIPS 2023; spec
-shared/methods/gh.md §2): Linear(D→D) → BN → ReLU → Linear(D→d, no bias) → BN(d), output not
+docs/methods/gh.md §2): Linear(D→D) → BN → ReLU → Linear(D→d, no bias) → BN(d), output not
 normalised (the GH loss normalises what it needs).
 """
 

@@ -1,7 +1,7 @@
-"""CIFAR-10/100-LT reader: profile counts of conventions.md §1.1, the three sampling rules against
-naive re-implementations, no duplicates, the batch contract, seeded augmentations, the restricted
-unpickler and the reader's errors, ResNet-32, and 1-epoch runs through train.main on tiny
-CIFAR-format folders written here."""
+"""CIFAR-10/100-LT reader: profile counts of docs/methods/conventions.md §1.1, the three sampling
+rules against naive re-implementations, no duplicates, the batch contract, seeded augmentations,
+the restricted unpickler and the reader's errors, ResNet-32, and 1-epoch runs through train.main
+on tiny CIFAR-format folders written here."""
 
 from __future__ import annotations
 

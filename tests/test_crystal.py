@@ -17,7 +17,7 @@ from utils import crystal as C
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "utils" / "data"
-# (first, last, index) of each crystal system, from DATA.md
+# (first, last, index) of each crystal system, from docs/DATA.md
 CS_RANGES = [(1, 2, 0), (3, 15, 1), (16, 74, 2), (75, 142, 3), (143, 167, 4), (168, 194, 5), (195, 230, 6)]
 # The 32 point groups (spglib spelling) → their Laue class (International Tables, Table 3.2.1.2)
 LAUE = {"1": "-1", "-1": "-1", "2": "2/m", "m": "2/m", "2/m": "2/m", "222": "mmm", "mm2": "mmm",

@@ -1,5 +1,5 @@
-"""ARB-Loss: hand values of the spec (arb.md §6), a naive ratio-form reference, the documented
-reductions (conventions.md §7), mixup, buffers, errors and a 1-epoch run through train.main."""
+"""ARB-Loss: hand values of the spec (docs/methods/arb.md §6), a naive ratio-form reference, the documented
+reductions (docs/methods/conventions.md §7), mixup, buffers, errors and a 1-epoch run through train.main."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """GH: ETF Gram, Sinkhorn marginals against a naive loop of the spec's iteration, hand values
-(gh.md §6), NT-Xent against a double loop, the weight schedule, memory bank / prior, buffers
+(docs/methods/gh.md §6), NT-Xent against a double loop, the weight schedule, memory bank / prior, buffers
 through state_dict, the online-probe model and a 1-epoch run through train.main."""
 
 from __future__ import annotations

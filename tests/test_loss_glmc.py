@@ -1,5 +1,6 @@
 """GLMC (loss/glmc.py, models/glmc.py, Trainer/glmc.py, the views and re-weighted loader) against
-naive implementations written here from shared/methods/glmc.md and the oracles of conventions.md §7."""
+naive implementations written here from docs/methods/glmc.md and the oracles of
+docs/methods/conventions.md §7."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""ICLLoss (loss/icl.py) and its CIFAR extras against naive loops written from icl.md's formulas."""
+"""ICLLoss (loss/icl.py) and its CIFAR extras against naive loops written from the formulas of
+docs/methods/icl.md."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """NCLLoss (loss/ncl.py) against the spec's hand example and naive loops written here
-(shared/methods/ncl.md §1, §6; conventions.md §7 oracles)."""
+(docs/methods/ncl.md §1, §6; docs/methods/conventions.md §7 oracles)."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def test_nbod_matches_pairwise_kl_loop():
     assert nbod(u, 1.0).item() == pytest.approx(ref.item(), rel=1e-5)
 
 
-# ------------------------------------------------------------------ conventions.md §7 oracles
+# ------------------------------------------------------------------ docs/methods/conventions.md §7 oracles
 
 
 def test_single_expert_has_no_nbod_and_is_ce_plus_hard_ce():

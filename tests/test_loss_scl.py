@@ -34,7 +34,7 @@ def _dot(a, b):
 
 
 def naive_seed(f, y, r, tau, thr):
-    """icl.md's formula, literally: S with row max, D over j≠i weighted by 1−R, eps 1e−8."""
+    """docs/methods/icl.md's formula, literally: S with row max, D over j≠i weighted by 1−R, eps 1e−8."""
     f, y, r = _unit(f), y.tolist(), r.tolist()
     b = len(y)
     total = 0.0

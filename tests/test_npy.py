@@ -28,7 +28,7 @@ L = 64
 GRID = GridSpec(5.0, 90.0, L, 1.5406)
 
 
-def _cs(sg: int) -> int:  # naive reference for the crystal system (DATA.md table)
+def _cs(sg: int) -> int:  # naive reference for the crystal system (docs/DATA.md table)
     return next(i for i, last in enumerate((2, 15, 74, 142, 167, 194, 230)) if sg <= last)
 
 

@@ -1,5 +1,5 @@
 """The seed's per-dataset recipes (scripts/{ccdc,coremof19,inor}/icl.sh) train on an NPY layout:
-the exact flags of SEED_CLI.md, plus a tiny budget appended by the test."""
+the exact flags of docs/SEED_CLI.md, plus a tiny budget appended by the test."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Crystallography in one place: space group → crystal system, enantiomorphs, extinction groups,
 hierarchy masks.
 
-Conventions (DATA.md): on disk space groups are International Tables numbers 1..230; inside
+Conventions (docs/DATA.md): on disk space groups are International Tables numbers 1..230; inside
 tensors they are 0..229. Crystal systems are 0..6 in the order of ``CRYSTAL_SYSTEMS``.
 """
 

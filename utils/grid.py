@@ -1,6 +1,6 @@
 """The 2θ grid on which patterns are sampled; stored with every dataset and checkpoint.
 
-Default (DATA.md): Cu Kα1 (1.5406 Å), 2θ from 5° to 90°, 8500 points. Points are
+Default (docs/DATA.md): Cu Kα1 (1.5406 Å), 2θ from 5° to 90°, 8500 points. Points are
 ``two_theta_min + i·step`` with ``step = (max − min)/n_points`` (i = 0..n−1, the seed's
 ``arange(5, 90, 0.01)``: the end point is excluded).
 """

@@ -68,7 +68,7 @@ from utils.checkpoint import atomic_writer
 from utils.crystal import N_SG, enantiomorph_partner, maximal_subgroups, sg_column, symmetry_operations
 from utils.errors import ConfigError, RuleMatrixError, fail
 
-THRESHOLD = 0.8  # the ICL contrastive loss's positive threshold (methods/icl.md)
+THRESHOLD = 0.8  # the ICL contrastive loss's positive threshold (docs/methods/icl.md)
 CRYSTALLOGRAPHIC_WEIGHTS = {"extinction_group": 0.60, "bravais_lattice": 0.25, "crystal_system": 0.03,
                             "laue_class": 0.03, "point_group": 0.04, "group_subgroup": 0.05}
 _FIX = "supply a 230x230 comma-separated matrix (no header), e.g. `python -m utils.rule_matrix --out FILE`"

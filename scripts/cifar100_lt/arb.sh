@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # ARB-Loss (Xie et al., Neurocomputing 2023) on CIFAR-100-LT: the published "arbloss" recipe
-# (shared/methods/arb.md §3). The repository publishes no result table: take ARB's numbers from the
+# (docs/methods/arb.md §3). The repository publishes no result table: take ARB's numbers from the
 # paper's tables. Same-code-base reference (MiSLAS, two-stage, ResNet-32): IF100 47.0, IF50 52.3,
 # IF10 63.2; ARB with global counts is Balanced Softmax (≈ 50-51 % at IF100).
 # Usage: bash scripts/cifar100_lt/arb.sh CIFAR_DIR [IF=100] [extra train.py flags...]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GH (Zhou et al., NeurIPS 2023) = SimCLR + Geometric Harmonization, label-free pre-training on
-# CIFAR-100-LT (IF 100): the published recipe (shared/methods/gh.md §3). The paper reports
+# CIFAR-100-LT (IF 100): the published recipe (docs/methods/gh.md §3). The paper reports
 # linear-probe top-1 on the balanced test set with major/moderate/minor groups (34/33/33 classes by
 # count) and consistent gains over SimCLR, largest on the minor group; take the values from the
 # paper's tables (the repository does not reproduce them).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GLMC (Du et al., CVPR 2023) on CIFAR-100-LT: the published recipe (shared/methods/glmc.md §3).
+# GLMC (Du et al., CVPR 2023) on CIFAR-100-LT: the published recipe (docs/methods/glmc.md §3).
 # Reported top-1 (fc_cb head): IF100 55.88 (paper) / 57.97 (after the authors' replace=False fix);
 # IF50 61.08 / 63.78; IF10 70.74 / 73.40.
 # Usage: bash scripts/cifar100_lt/glmc.sh CIFAR_DIR [IF=100] [extra train.py flags...]
@@ -13,7 +13,7 @@
 # Differences from the reference code that this framework imposes (see the run's args.yaml):
 # * LR: cosine evaluated per step (the reference steps CosineAnnealingLR per epoch).
 # * Data: the reader's exponential profile sampled WITHOUT replacement; the reference draws its own
-#   per-class subset with seed 3407 (conventions.md §1.1), so numbers compare to the fixed rerun
+#   per-class subset with seed 3407 (docs/methods/conventions.md §1.1), so numbers compare to the fixed rerun
 #   (57.97 at IF100), not to the paper's 55.88 (which trained on duplicated images).
 # * Views: the CIFAR reader's own augmentation (crop + flip) makes the two views per sample.
 # * Model selection: best epoch on the validation split if any, else on test (as the paper does);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NCL (Li et al., CVPR 2022) on CIFAR-100-LT, imbalance factor 100: the published recipe
-# (shared/methods/ncl.md §3; paper: 53.3 % single expert, 54.2 % ensemble top-1).
+# (docs/methods/ncl.md §3; paper: 53.3 % single expert, 54.2 % ensemble top-1).
 # Usage: bash scripts/cifar100_lt/ncl.sh CIFAR_DIR [extra train.py flags...]
 #   CIFAR_DIR holds cifar-100-python/ (the standard pickle folder; nothing is downloaded).
 #
@@ -12,7 +12,7 @@
 #   at epochs 320 and 360; the framework's schedule is a linear warm-up (5 epochs) then cosine.
 # * Augmentation: the CIFAR reader's crop + flip; the reference adds AutoAugment and Cutout(16).
 # * Data: the exponential profile sampled without replacement from cifar-100-python, not the
-#   fixed Cui et al. files NCL trained on (conventions.md §1.1).
+#   fixed Cui et al. files NCL trained on (docs/methods/conventions.md §1.1).
 # * Model selection: the framework keeps the best epoch on the validation split if there is one,
 #   else on the test split (as the paper does); report last.pt as well (test.py --ckpt .../last.pt).
 set -euo pipefail

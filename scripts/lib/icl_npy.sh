@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The seed's recommended ICL command on an NPY layout, with per-dataset weights (SEED_CLI.md).
+# The seed's recommended ICL command on an NPY layout, with per-dataset weights (docs/SEED_CLI.md).
 # Called by scripts/{ccdc,coremof19,inor}/icl.sh; not meant to be run directly.
 # Usage: icl_npy.sh NAME LAMBDA_DOL LAMBDA_HIER LAMBDA_SCL DECAY_RATIO DECAY_TARGET_LR DATA_DIR \
 #        [RULE_MATRIX.csv] [extra train.py flags...]
