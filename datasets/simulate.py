@@ -33,6 +33,7 @@ from datasets.synthesis.jobs import JobRunner
 from datasets.synthesis.plan import SPLIT_ID, SPLITS, Job, load_mp_table, make_plan
 from datasets.synthesis.shards import ShardStore, take_jobs
 from datasets.synthesis.structures import GENERATOR_VERSION, mp_table_path
+from utils.cli import command_line
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS
 from utils.grid import GridSpec
 
@@ -198,7 +199,7 @@ def assemble(out: Path, res: dict[str, np.ndarray], args: argparse.Namespace, el
                           "many_gt100": int((counts > 100).sum()),
                           "medium_20_100": int(((counts >= 20) & (counts <= 100)).sum()),
                           "few_lt20": int(((counts > 0) & (counts < 20)).sum())},
-        "command": "python -m datasets.simulate " + " ".join(args.argv),
+        "command": command_line("python -m datasets.simulate", args.argv),
         "seed": args.seed, "settings": fingerprint(args), "checksums_sha256": checks, **side,
         "intensity_scale": 1.0, "npy": npy,
         "versions": _versions(), "failure_report": report, "elapsed_seconds": round(elapsed, 1),

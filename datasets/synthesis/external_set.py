@@ -29,6 +29,7 @@ from loguru import logger
 
 from datasets.peaks import PeakTable
 from datasets.synthesis.reflections import structure_peaks
+from utils.cli import command_line
 from utils.errors import DataError, fail
 from utils.grid import GridSpec
 
@@ -88,7 +89,7 @@ def build(src: Path, out: Path, grid: GridSpec, symprec: float = 0.1) -> dict:
                                  meta={"source": names, "formula": formulas, "organic": organic})
     table.save(out / "peaks_test.npz")
     info = {"name": out.name, "eval_only": True, "grid": grid.to_dict(), "source_dir": str(src),
-            "command": " ".join(["python -m datasets.synthesis.external_set", *sys.argv[1:]]),
+            "command": command_line("python -m datasets.synthesis.external_set", sys.argv[1:]),
             "n": len(sgs), "n_organic": int(sum(organic)), "skipped": skipped,
             "samples": [{"file": n, "formula": f, "sg": g, "organic": o}
                         for n, f, g, o in zip(names, formulas, sgs, organic, strict=True)]}
