@@ -59,7 +59,9 @@ class Trainer:
         epochs: total epochs.
         device: torch device.
         max_grad_norm: clip threshold (<= 0: no clipping).
-        grad_warn_threshold: warn when the pre-clip norm exceeds it (None: never).
+        grad_warn_threshold: warn when the pre-clip norm exceeds it (None: never), from the end of
+            the first epoch and of the lr warm-up on: at initialisation the norm of a healthy
+            network is routinely far above it (docs/methods/icl.md, "Optimisation").
         skip_nonfinite: skip a batch whose loss is not finite (counted) instead of stopping.
         early_stop_patience: epochs without improvement before stopping (0: off).
         amp_dtype: ``torch.bfloat16``/``torch.float16`` for autocast, None for fp32.
@@ -164,7 +166,9 @@ class Trainer:
         params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
         clip = self.max_grad_norm if self.max_grad_norm and self.max_grad_norm > 0 else float("inf")
         gnorm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if self.grad_warn_threshold is not None and gnorm > self.grad_warn_threshold:
+        sched = self.schedule  # past the first epoch and the warm-up: the network left its initialisation
+        settled = epoch + step / max(sched.steps_per_epoch, 1) >= max(1.0, sched.warmup_epochs)
+        if self.grad_warn_threshold is not None and gnorm > self.grad_warn_threshold and settled:
             # counted here, reported once per epoch (a warning per step drowns the log)
             self._grad_warns.append((step, gnorm))
         self.scaler.step(self.optimizer)
