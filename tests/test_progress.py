@@ -18,7 +18,7 @@ from loguru import logger
 
 from tests.conftest import tiny_args
 from Trainer.progress import Progress, fmt_duration, resolve_mode, terminal_size
-from utils.logging import setup_logging
+from utils.logging import setup_logging, size_sizeless_terminal
 
 ROOT = Path(__file__).resolve().parents[1]
 LINE = re.compile(r"^\d\d:\d\d:\d\d \| (TRACE|DEBUG|INFO|SUCCESS|WARNING|ERROR) +\| \S")
@@ -119,6 +119,27 @@ def test_terminal_size_falls_back_when_the_pty_reports_zero():
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_a_sizeless_terminal_gets_a_size_a_sized_one_keeps_its_own(monkeypatch):
+    import fcntl
+    import struct
+    import termios
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+    for preset, want in (((0, 0), (80, 24)), ((132, 40), (132, 40))):
+        master, slave = pty.openpty()
+        try:
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", preset[1], preset[0], 0, 0))
+            with os.fdopen(os.dup(slave), "w") as stream:
+                assert size_sizeless_terminal(stream) == (preset == (0, 0))
+                assert tuple(os.get_terminal_size(stream.fileno())) == want
+        finally:
+            os.close(master)
+            os.close(slave)
+    with open(os.devnull, "w") as not_a_tty:
+        assert size_sizeless_terminal(not_a_tty) is False
 
 
 def test_one_format_from_the_first_line(tmp_path, capsys):

@@ -7,7 +7,7 @@ import math
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from loguru import logger
 from tqdm import tqdm
@@ -22,9 +22,36 @@ def _to_stderr(message: str) -> None:
     tqdm.write(str(message), end="", file=sys.stderr)
 
 
+def size_sizeless_terminal(stream: TextIO | None = None, cols: int = 80, rows: int = 24) -> bool:
+    """Give a terminal that reports 0×0 (``script`` without a terminal, some container and CI
+    consoles) the size ``cols``×``rows`` ($COLUMNS/$LINES when set), as a terminal emulator would.
+
+    tqdm sizes its bars from the terminal; with 0×0 it draws nothing at all, so a user sees no
+    progress. A terminal with a real size is left alone. Returns True when the size was set.
+    """
+    stream = stream or sys.stderr
+    try:
+        fd = stream.fileno()
+        if not os.isatty(fd) or os.get_terminal_size(fd) != (0, 0):
+            return False
+        import fcntl
+        import struct
+        import termios
+
+        cols = int(os.environ.get("COLUMNS", cols) or cols)
+        rows = int(os.environ.get("LINES", rows) or rows)
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        return True
+    except (OSError, ValueError, AttributeError, ImportError):
+        return False
+
+
 def setup_logging(log_file: str | os.PathLike | None = None, level: str = "INFO") -> None:
     """Configure loguru once for the process: stderr in one short format, and, when given,
-    ``log_file`` (the run's ``train.log``) in the same format. Call it before anything logs."""
+    ``log_file`` (the run's ``train.log``) in the same format. Call it before anything logs.
+    A terminal on stderr that reports no size gets one (:func:`size_sizeless_terminal`), so that
+    every progress bar of the run is drawn."""
+    size_sizeless_terminal(sys.stderr)
     logger.remove()
     tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
     logger.add(_to_stderr, level=level, format=COLOR_FORMAT if tty else LOG_FORMAT, colorize=tty)
