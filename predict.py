@@ -3,9 +3,15 @@
     python predict.py --ckpt Log/sg/RUN/best.pt pattern.xy more.xye folder/ [--csv out.csv]
     python -m predict --ckpt ...   # the same
 
-Each two-column file (2θ, intensity; .xy/.xye/.csv) is interpolated onto the model's 2θ grid
-(stored in the checkpoint); the output lists, per file, the crystal system with its probability
-and the top-k space groups (number and Hermann–Mauguin symbol) with probabilities.
+Each pattern file (2θ, intensity; .xy/.xye/.csv/.txt/.dat, rules in docs/DATA.md) is interpolated
+onto the model's 2θ grid (stored in the checkpoint); the output lists, per file, the crystal system
+with its probability and the top-k space groups (number and Hermann–Mauguin symbol) with
+probabilities.
+
+Files named on the command line must be readable: the first one that is not stops the run with its
+reason. In a folder only the pattern extensions are read, and a file that cannot be read (a
+``labels.csv`` beside the patterns, a broken export) is reported with its reason while every other
+file is predicted; a summary follows, and the exit status is 1 when any file failed.
 """
 
 from __future__ import annotations
@@ -17,54 +23,78 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from loguru import logger
 
 import builders
-from datasets.readers.xy_patterns import pattern_on_grid
+from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
 from utils.checkpoint import load_checkpoint
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
 from utils.errors import DataError, XRDError
 from utils.grid import GridSpec
-
-SUFFIXES = {".xy", ".xye", ".csv", ".txt", ".dat"}
+from utils.logging import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Predict space groups of powder patterns")
-    p.add_argument("paths", nargs="+", help="pattern files or folders of them")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (best.pt)")
+    p = argparse.ArgumentParser("predict.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                description="Predict the crystal system and space group of pattern "
+                                            "files with a checkpoint written by train.py.")
+    p.add_argument("paths", nargs="+", help="pattern files, or folders whose pattern files "
+                                            f"({', '.join(PATTERN_SUFFIXES)}) are all predicted")
+    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (a run's best.pt)")
     p.add_argument("--wavelength", type=float, default=None,
-                   help="wavelength of the measured patterns in Å (default: the model's, Cu Kα1)")
-    p.add_argument("--topk", type=int, default=5)
+                   help="wavelength of the measured patterns in Å (unset: the model's, Cu Kα1)")
+    p.add_argument("--topk", type=int, default=5, help="space groups listed per file")
     p.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
     return p
 
 
-def collect(paths: list[str]) -> list[Path]:
-    files: list[Path] = []
+def collect(paths: list[str]) -> list[tuple[Path, bool]]:
+    """``(file, named)`` pairs: files named on the command line (``named``) and the pattern files
+    of the named folders, in order. A path that does not exist is an error."""
+    files: list[tuple[Path, bool]] = []
     for s in paths:
         p = Path(s)
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in SUFFIXES)
+            files += [(f, False) for f in sorted(p.iterdir())
+                      if f.is_file() and f.suffix.lower() in PATTERN_SUFFIXES]
         elif p.is_file():
-            files.append(p)
+            files.append((p, True))
         else:
             raise DataError(f"{p}: not found. Fix: pass existing pattern files or folders")
     if not files:
-        raise DataError(f"{paths}: no pattern files ({', '.join(sorted(SUFFIXES))}) found")
+        raise DataError(f"{', '.join(paths)}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) found. "
+                        "Fix: pass pattern files or a folder that holds them")
     return files
 
 
 @torch.no_grad()
-def predict_files(ckpt_path: str, files: list[Path], wavelength: float | None = None, topk: int = 5,
-                  device: str = "cpu") -> list[dict]:
+def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
+                  wavelength: float | None = None, topk: int = 5,
+                  device: str = "cpu") -> tuple[list[dict], list[tuple[str, str]]]:
+    """Predictions for ``files``; returns ``(rows, failures)``.
+
+    ``files`` holds paths or ``(path, named)`` pairs (see :func:`collect`). A file that cannot be
+    read raises its :class:`DataError` when it was named, else it is logged and listed in
+    ``failures`` as ``(file, reason)``.
+    """
     ckpt = load_checkpoint(ckpt_path)
     grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
     dev = builders.resolve_device(device)
     model = builders.model_from_checkpoint(ckpt, ckpt_path).to(dev).eval()
-    rows = []
-    for f in files:
-        x = torch.as_tensor(pattern_on_grid(f, grid, wavelength=wavelength), dtype=torch.float32)
+    rows: list[dict] = []
+    failures: list[tuple[str, str]] = []
+    for item in files:
+        f, named = item if isinstance(item, tuple) else (item, True)
+        try:
+            pattern = pattern_on_grid(f, grid, wavelength=wavelength)
+        except DataError as exc:
+            if named:
+                raise
+            logger.error(f"skipped: {exc}")
+            failures.append((str(f), str(exc)))
+            continue
+        x = torch.as_tensor(pattern, dtype=torch.float32)
         out = model(x.view(1, 1, -1).to(dev))
         p_sg = torch.softmax(out["logits"].float(), -1)[0].cpu().numpy()
         if "cs_logits" in out:
@@ -75,13 +105,25 @@ def predict_files(ckpt_path: str, files: list[Path], wavelength: float | None = 
         top = np.argsort(-p_sg)[:topk]
         rows.append({"file": str(f), "crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
                      "top": [(int(i) + 1, sg_symbol(int(i) + 1), float(p_sg[i])) for i in top]})
-    return rows
+    return rows, failures
+
+
+def write_csv(path: str, rows: list[dict], topk: int) -> None:
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, topk + 1)
+                                                         for k in ("sg", "symbol", "p")])
+        for r in rows:
+            w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
+                       + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = get_parser().parse_args(argv)
+    setup_logging(None, "INFO")
     try:
-        rows = predict_files(args.ckpt, collect(args.paths), args.wavelength, args.topk, args.device)
+        files = collect(args.paths)
+        rows, failures = predict_files(args.ckpt, files, args.wavelength, args.topk, args.device)
     except XRDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
@@ -90,13 +132,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for rank, (num, sym, p) in enumerate(r["top"], 1):
             print(f"  {rank}. {sym:<12} (No. {num:>3})  p = {p:.3f}")
     if args.csv:
-        with open(args.csv, "w", newline="") as fh:
-            w = csv.writer(fh)
-            w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, args.topk + 1)
-                                                             for k in ("sg", "symbol", "p")])
-            for r in rows:
-                w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
-                           + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")])
+        write_csv(args.csv, rows, args.topk)
+    names = [Path(f).name for f, _ in failures]
+    listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    print(f"\n{len(rows)} predicted, {len(failures)} failed"
+          + (f" ({listed}; reasons above)" if names else ""))
+    if failures:
+        raise SystemExit(1)
     return rows
 
 

@@ -175,7 +175,7 @@ def test_pickled_object_is_refused_by_weights_only():
     """A checkpoint that would run code on load is refused (weights_only=True)."""
     with tmpdir() as d:
         torch.save({"model": {}, "x": Arbitrary()}, d / "evil.pt")
-        with pytest.raises(CheckpointError, match="cannot be read as a checkpoint"):
+        with pytest.raises(CheckpointError, match="not a checkpoint written by train.py: it holds a Python"):
             load_checkpoint(d / "evil.pt")
         atomic_save(_good_state(), d / "ok.pt")
         assert load_checkpoint(d / "ok.pt")["epoch"] == 1

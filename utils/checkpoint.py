@@ -8,6 +8,7 @@ corrupt ``last.pt``. Loading uses ``weights_only=True``: a checkpoint cannot run
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,8 +50,31 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def _why_not_a_checkpoint(path: Path, exc: Exception) -> str:
+    """One plain sentence on why ``torch.load(weights_only=True)`` refused ``path`` (PyTorch's own
+    message is long and ends by suggesting ``weights_only=False``, which would let the file run code)."""
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    text = str(exc)
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a numpy .npy file"
+    if not head.startswith((b"PK", b"\x80")):
+        return "it is not a PyTorch file at all"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:  # a readable file that would need arbitrary code to rebuild an object
+        return (f"it holds a Python object ({found.group(1)}) besides tensors and plain values, which "
+                "this framework never loads because loading it could run code")
+    if head.startswith(b"PK"):
+        return "it is truncated or damaged (a copy or a write that was cut short)"
+    return f"PyTorch cannot read it ({type(exc).__name__})"
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint written by :func:`atomic_save`, refusing missing or truncated files."""
+    """Load a checkpoint written by :func:`atomic_save`, refusing missing, truncated or foreign
+    files with one plain :class:`CheckpointError` (never PyTorch's advice to set
+    ``weights_only=False``)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found. Fix: pass the path of a 'last.pt' or "
@@ -58,13 +82,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, wrong format ...
-        raise CheckpointError(f"{path}: cannot be read as a checkpoint ({type(exc).__name__}: "
-                              f"{str(exc)[:200]}). Fix: it is truncated or not a checkpoint of this "
-                              "framework; use the run's other checkpoint (best.pt/last.pt) or "
-                              "retrain") from exc
+        raise CheckpointError(f"{path}: not a checkpoint written by train.py: "
+                              f"{_why_not_a_checkpoint(path, exc)}. Fix: pass the best.pt or last.pt "
+                              "of a run directory (retrain if both are damaged)") from exc
     if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
-        raise CheckpointError(f"{path}: not a framework checkpoint (no 'model' state dict). Fix: pass a "
-                              "checkpoint written by train.py")
+        raise CheckpointError(f"{path}: not a checkpoint written by train.py (no 'model' state dict). "
+                              "Fix: pass the best.pt or last.pt of a run directory")
     return obj
 
 

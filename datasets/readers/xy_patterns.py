@@ -3,10 +3,14 @@
 Accepted files (``.xy``, ``.xye``, ``.csv``, ``.txt``, ``.dat``):
 
 * one point per line: 2θ [deg] and intensity, separated by a comma (when the line has one) or by
-  whitespace; further columns are ignored (``.xye``: the third column is the esd);
+  whitespace;
+* ``.xye``: the third column is the intensity's uncertainty (esd), read past silently; any other
+  file with more than two columns (or an ``.xye`` with more than three) has the extra columns
+  ignored with one warning naming the file, so that a three-column export is never taken silently;
 * ``#`` starts a comment (whole line or the end of a line); blank lines are skipped;
 * the first non-comment line may be a non-numeric header (``two_theta,intensity``); a
-  non-numeric line anywhere else is an error.
+  non-numeric line anywhere else is an error. Errors name the first bad line: when the line after
+  a would-be header is not numeric either (a file of plain text), the header line itself is named.
 
 Validation (DataError naming the file and line): fewer than 2 columns, non-numeric values, NaN or
 inf, 2θ not strictly increasing (unsorted or duplicate points: often two scans pasted together, so
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +42,9 @@ from utils.grid import GridSpec
 
 PATTERN_SUFFIXES = (".xy", ".xye", ".csv", ".txt", ".dat")
 _FIX = "one point per line: '2theta intensity' (or '2theta,intensity'), 2θ increasing, '#' for comments"
+
+
+_NUMERIC_START = re.compile(r"[-+]?(\d|\.\d)")  # a data row, maybe in a bad format ("10;5")
 
 
 def _is_number(s: str) -> bool:
@@ -75,6 +83,8 @@ def read_xy(path: str | os.PathLike, negative_tolerance: float = 0.05) -> tuple[
     inten: list[float] = []
     lines: list[int] = []
     first = True
+    header: tuple[int, str] | None = None  # (line number, text) of an accepted header line
+    n_cols = 0
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()
         if not line:
@@ -85,9 +95,14 @@ def read_xy(path: str | os.PathLike, negative_tolerance: float = 0.05) -> tuple[
         except ValueError:
             if first and not _is_number(parts[0]):  # a header line such as "two_theta,intensity"
                 first = False
+                header = (lineno, raw.strip())
                 continue
+            if header is not None and not tt and not _NUMERIC_START.match(line):  # text, not a header
+                raise fail(DataError, f"{path}:{header[0]}", f"non-numeric row {header[1]!r}, and line "
+                           f"{lineno} {raw.strip()!r} too: this is not a pattern file", _FIX) from None
             raise fail(DataError, f"{path}:{lineno}", f"non-numeric row {raw.strip()!r}", _FIX) from None
         first = False
+        n_cols = max(n_cols, len(parts))
         if len(parts) < 2:
             raise fail(DataError, f"{path}:{lineno}", f"one column only ({raw.strip()!r}); need 2θ and "
                        "intensity", _FIX)
@@ -99,6 +114,10 @@ def read_xy(path: str | os.PathLike, negative_tolerance: float = 0.05) -> tuple[
         lines.append(lineno)
     if len(tt) < 2:
         raise fail(DataError, path, f"{len(tt)} data point(s); a pattern needs at least 2", _FIX)
+    allowed = 3 if path.suffix.lower() == ".xye" else 2
+    if n_cols > allowed:
+        logger.warning(f"{path}: {n_cols} columns; read 2θ and intensity from columns 1-2 and ignored "
+                       f"the rest (only .xye files have a third column, the intensity's uncertainty)")
     t = np.asarray(tt, dtype=np.float64)
     y = np.asarray(inten, dtype=np.float64)
     step = np.diff(t)
