@@ -23,7 +23,7 @@ from datasets import READERS, DataBundle, counts_from_labels, resolve_data_sourc
 from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler, ShardSampler
 from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels, reseeded, with_views
 from loss import LOSSES
-from models import MODELS, create_model
+from models import FRONTENDS, MODELS, create_model
 from utils import distributed as ddp
 from utils.errors import CheckpointError, ConfigError
 from utils.logging import add_log_file, setup_logging
@@ -216,7 +216,10 @@ def load_rules(path: str | None) -> torch.Tensor:
 def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: int) -> dict[str, Any]:
     """Explicit model kwargs from flags (stored in the checkpoint to rebuild the model)."""
     frontend_kwargs: dict[str, Any]
-    if args.frontend_type == "vit":
+    fe_cls = FRONTENDS.get(args.frontend_type)
+    if hasattr(fe_cls, "args_to_kwargs"):  # a frontend that reads its own flags says which (as heads do)
+        frontend_kwargs = fe_cls.args_to_kwargs(args)
+    elif args.frontend_type == "vit":
         frontend_kwargs = dict(patch_size=args.vit_patch_size, embed_dim=args.vit_embed_dim,
                                depth=args.vit_depth, num_heads=args.vit_num_heads,
                                mlp_ratio=args.vit_mlp_ratio, use_cls_token=args.vit_use_cls_token,

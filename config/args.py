@@ -101,9 +101,15 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                         "path; empty = start afresh")
     c.add_argument("--output_dir", default="Log", help="root of the run directories")
     c.add_argument("--frontend_type", default="restcn",
-                   help="frontend network: restcn (13 residual 1-D blocks) or vit")
+                   help="frontend network: restcn (13 residual 1-D blocks), restcn_lite (strided stem "
+                        "+ 4 residual stages, the CPU recipe's; BENCHMARKS.md) or vit")
     c.add_argument("--width_mult", type=float, default=1.0,
-                   help="ResTcn channel multiplier (1.0 = the original 32..1024 channels)")
+                   help="ResTcn/ResTcn-Lite channel multiplier (1.0 = the original 32..1024 channels)")
+    c.add_argument("--stem_stride", type=int, default=8,
+                   help="restcn_lite: grid points per stem output (8 = 0.08 deg on the default grid)")
+    c.add_argument("--input_norm", default="batch", choices=["batch", "pattern", "none"],
+                   help="restcn_lite: input normalisation: batch = BatchNorm (the seed's), pattern = "
+                        "each pattern standardised on its own (no running statistics)")
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="xrd_mp",

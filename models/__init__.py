@@ -3,7 +3,7 @@
 Explicit imports so that every member registers itself on ``import models``.
 """
 
-from models import glmc, linear, moe, restcn, vit  # noqa: F401  (registration side effects)
+from models import glmc, linear, moe, restcn, restcn_lite, vit  # noqa: F401  (registration side effects)
 from models.factory import create_frontend, create_model
 from models.gate import gate_prior
 from models.registry import FRONTENDS, MODELS

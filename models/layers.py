@@ -166,3 +166,34 @@ def as_model_input(x: torch.Tensor, frontend: nn.Module, where: str) -> torch.Te
         return x
     raise DataError(f"{where}: input must be (B, 1, L) or (B, L) (images (B, C, H, W) with an image "
                     f"frontend), got shape {tuple(x.shape)}. Fix: batch patterns as batch['x'] (B, 1, L)")
+
+
+class PatternNorm(nn.Module):
+    """Per-pattern standardisation: each sample's (x − mean) / (std + eps) over its channels and
+    length. No statistics are carried between batches (BatchNorm's running mean/var are what made a
+    model trained on augmented patterns — background, noise — see shifted inputs on clean ones), so
+    training and evaluation apply the same transform. Shapes: (B, C, L) → (B, C, L)."""
+
+    def __init__(self, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = float(eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(1, x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        std = x.std(dim=dims, keepdim=True, unbiased=False)
+        return (x - mean) / (std + self.eps)
+
+
+def input_norm_layer(kind: str | bool, channels: int, where: str) -> nn.Module:
+    """The input normalisation of a frontend: ``"batch"`` (BatchNorm1d, the seed's), ``"pattern"``
+    (:class:`PatternNorm`) or ``"none"``; ``True``/``False`` mean "batch"/"none"."""
+    kind = {True: "batch", False: "none"}.get(kind, kind) if isinstance(kind, bool) else kind
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "pattern":
+        return PatternNorm()
+    if kind == "none":
+        return nn.Identity()
+    raise ConfigError(f"{where}: input_norm must be 'batch', 'pattern' or 'none', got {kind!r}. "
+                      "Fix: use one of them")

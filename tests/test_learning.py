@@ -37,14 +37,16 @@ def separable_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.parametrize("frontend", ["restcn", "restcn_lite"])
 @pytest.mark.parametrize("method", ["ce", "icl"])
-def test_method_learns_separable_fixture(separable_data, tmp_path, method):
+def test_method_learns_separable_fixture(separable_data, tmp_path, method, frontend):
     extra = ["--use_contrast_scheme2"] if method == "icl" else []
     res = train.main(["--data_dir", str(separable_data), "--output_dir", str(tmp_path), "--device", "cpu",
-                      "--method", method, "--epochs", "8", "--batch_size", "16", "--width_mult", "0.125",
-                      "--use_adamw", "--lr", "3e-3", "--warmup_epochs", "0.5", "--seed", "0", *extra])
+                      "--method", method, "--frontend_type", frontend, "--epochs", "8", "--batch_size",
+                      "16", "--width_mult", "0.125", "--use_adamw", "--lr", "3e-3", "--warmup_epochs", "0.5",
+                      "--seed", "0", *extra])
     test = res["test"]
     assert test["n_samples"] == N_EVAL * len(CLASSES)
-    assert test["sg_top1"] >= THRESHOLD, f"{method}: held-out SG top-1 {test['sg_top1']:.3f}"
+    assert test["sg_top1"] >= THRESHOLD, f"{method}/{frontend}: held-out SG top-1 {test['sg_top1']:.3f}"
     log = [json.loads(x) for x in open(f"{res['run_dir']}/log.jsonl")]
     assert log[-1]["train_sg_top1"] > log[0]["train_sg_top1"]  # it learned during training

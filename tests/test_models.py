@@ -23,6 +23,7 @@ B = 6
 # tested with its defaults.
 SMALL = {
     "restcn": {"width_mult": 0.125},
+    "restcn_lite": {"width_mult": 0.125},
     "vit": {"seq_len": L, "patch_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 4, "out_dim": 64,
             "use_cls_token": True},
 }

@@ -1,0 +1,87 @@
+"""ResTcn-Lite (issue 10, item 3): the stem is the strided convolution it claims to be, the pools
+match torch's, the default grid ends at length 1, it is the CPU recipe's default, and the seed's
+command lines still build the seed's ResTcn. (Shapes, gradients and rebuild-from-config of every
+model on it: the registry-parametrised tests of test_models.py.)"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import builders
+import train
+from config.args import parse_args
+from models import create_frontend
+from models.restcn import ResTcn
+from models.restcn_lite import Pool1d, ResTcnLite, StridedStem
+from utils.errors import ConfigError
+
+
+@pytest.mark.parametrize("stride,kernel,length", [(8, 3, 80), (8, 3, 85), (4, 5, 37), (1, 3, 10)])
+def test_stem_equals_a_strided_convolution(stride, kernel, length):
+    torch.manual_seed(0)
+    stem = StridedStem(2, 5, stride, kernel)
+    x = torch.randn(3, 2, length)
+    w = stem.conv.weight                                                 # (5, 2·s, k)
+    # channel c·s + j of the space-to-depth input is sample j of each stride of input channel c
+    w_strided = w.view(5, 2, stride, kernel).permute(0, 1, 3, 2).reshape(5, 2, kernel * stride)
+    xp = F.pad(x, (0, (-length) % stride))
+    ref = F.conv1d(xp, w_strided, stride=stride, padding=(kernel // 2) * stride)
+    torch.testing.assert_close(stem(x), ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("length,k", [(16, 4), (18, 4), (3, 4), (1, 4), (9, 2)])
+def test_pools_match_torch(length, k):
+    x = torch.randn(2, 3, length, requires_grad=True)
+    kk = min(k, length)
+    for kind, ref_fn in (("max", F.max_pool1d), ("avg", F.avg_pool1d)):
+        out = Pool1d(kind, k)(x)
+        ref = ref_fn(x, kk, kk) if kk >= 2 else x
+        torch.testing.assert_close(out, ref)
+    g = torch.randn_like(Pool1d("max", k)(x))
+    (ga,) = torch.autograd.grad((Pool1d("max", k)(x) * g).sum(), x)
+    (gb,) = torch.autograd.grad(((F.max_pool1d(x, kk, kk) if kk >= 2 else x) * g).sum(), x)
+    torch.testing.assert_close(ga, gb)  # no ties in random data: same gradient routing
+
+
+def test_default_grid_reaches_length_one_and_out_dim_matches_restcn():
+    for w in (0.25, 1.0):
+        lite = ResTcnLite(width_mult=w).eval()
+        assert lite.out_dim == ResTcn(width_mult=w).out_dim
+        with torch.no_grad():
+            assert lite.forward_features(torch.randn(2, 1, 8500)).shape == (2, lite.out_dim, 1)
+    assert ResTcnLite(width_mult=0.25).channels == (16, 32, 64, 128, 256)
+    with pytest.raises(ConfigError, match="odd"):
+        ResTcnLite(stem_kernel=4)
+    with pytest.raises(ConfigError, match="one pool factor per stage"):
+        ResTcnLite(pools=(4, 4), base_channels=(8, 16, 32))
+
+
+def _model_cfg(argv):
+    argv = train.with_default_preset(argv)
+    args = parse_args(argv, train.get_parser(argv))
+    return args, builders.model_kwargs(args, [1] * 230, 8500)
+
+
+def test_cpu_recipe_defaults_to_lite_and_seed_commands_to_restcn():
+    args, cfg = _model_cfg([])                                        # plain `python train.py`
+    assert cfg["frontend"] == "restcn_lite"
+    assert cfg["frontend_kwargs"]["width_mult"] == 0.25 and cfg["frontend_kwargs"]["stem_stride"] == 8
+    seed = ["--use_processed_npy", "--processed_data_dir", "/d", "--rule_matrix_path", "/r.csv",
+            "--device", "0", "--loss_scheme", "scheme2", "--use_contrast_scheme2", "--use_adamw",
+            "--epochs", "100", "--seed", "42"]
+    args, cfg = _model_cfg(seed)
+    assert cfg["frontend"] == "restcn" and cfg["frontend_kwargs"] == {"width_mult": 1.0}
+    torch.manual_seed(0)
+    built = builders.build_model(cfg).frontend
+    torch.manual_seed(0)
+    reference = ResTcn()                                              # the seed's network, unchanged
+    assert [(k, v.shape) for k, v in built.state_dict().items()] == \
+        [(k, v.shape) for k, v in reference.state_dict().items()]
+    for a, b in zip(built.parameters(), reference.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # --stem_stride reaches the frontend; a checkpoint's config rebuilds it
+    _, cfg = _model_cfg(["--stem_stride", "4"])
+    fe = create_frontend(cfg["frontend"], **cfg["frontend_kwargs"])
+    assert fe.config["stem_stride"] == 4 and fe.stem[0].conv.in_channels == 4
