@@ -7,6 +7,7 @@ no class receives the argparse namespace.
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import time
 from dataclasses import asdict
@@ -33,6 +34,7 @@ DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
 READER_OPTIONS = ("imbalance_factor", "lt_sampling", "cifar_view_aug", "lattice_aug", "lattice_strain",
                   "lattice_angle_deg")
 EXTRA_LOADER_SEED_SALT = 7919  # an extra loader's augmentations: a stream of their own
+LAB_SEED = 20251203  # the lab rendering of an evaluation set: fixed, not the run's seed
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -195,6 +197,9 @@ def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: in
     loaders = {"train": loader(bundle.train, train_collate, True),
                "val": loader(bundle.val, bundle.eval_collate, False),
                "test": loader(bundle.test, bundle.eval_collate, False)}
+    lab = lab_collate(bundle.eval_collate)
+    if lab is not None:  # the test patterns once more, as a laboratory would measure them
+        loaders["test_lab"] = loader(bundle.test, lab, False)
     for name, spec in plan.get("extra", {}).items():
         # With replacement, so one sample can be drawn twice per epoch: draws are tagged with their
         # position, which keys their augmentations (two draws, two different patterns).
@@ -206,6 +211,22 @@ def make_loaders(bundle: DataBundle, batch_size: int, num_workers: int, seed: in
             collate_fn=reseeded(train_collate, seed + EXTRA_LOADER_SEED_SALT), num_workers=num_workers,
             pin_memory=pin, persistent_workers=False, drop_last=len(sampler) > batch_size)
     return loaders
+
+
+def lab_collate(collate: Any) -> Any:
+    """The evaluation collate rendering lab-realistic patterns: the train-time instrument and
+    sample augmentation (counting noise, background, zero shift and displacement, widths, Kα2,
+    intensity jitter; ``datasets.rendering.instrument``) drawn per sample from the fixed
+    :data:`LAB_SEED` (epoch 0, the sample's index), so every run and every ``test.py`` call sees
+    the same patterns; no lattice augmentation (the crystal stays as it is). None for collates that
+    cannot render (fixed patterns: NPY, CIFAR)."""
+    if collate is None or not all(hasattr(collate, a) for a in ("augment", "seed", "renderer")):
+        return None
+    lab = copy.copy(collate)
+    lab.augment, lab.seed, lab.epoch, lab.n_views = True, LAB_SEED, 0, 1
+    if hasattr(lab, "lattice"):
+        lab.lattice = None
+    return lab
 
 
 def load_rules(path: str | None) -> torch.Tensor:
@@ -301,18 +322,27 @@ def results_table(metrics: dict[str, float], title: str = "test") -> str:
         v = metrics.get(key)
         return f"{100 * v:.2f} %" if v is not None and np.isfinite(v) else None
 
+    # extra columns when present: the seeded lab rendering of the same patterns (lab_*), and the
     # prior baselines (reports.write_test_reports adds them): what ignoring the pattern scores
-    base = any(k.startswith("baseline_") for k in metrics)
-    lines = [f"| {title} metric | value |" + (" majority class | prior guess |" if base else ""),
-             "|---|---|" + ("---|---|" if base else "")]
+    extra = []
+    if any(k.startswith("lab_") for k in metrics):
+        extra.append(("lab rendering", "lab_{}"))
+    if any(k.startswith("baseline_") for k in metrics):
+        extra += [("majority class", "baseline_majority_{}"), ("prior guess", "baseline_prior_{}")]
+    value = "clean rendering" if extra and extra[0][0] == "lab rendering" else "value"
+    lines = [f"| {title} metric | {value} |" + "".join(f" {h} |" for h, _ in extra),
+             "|---|---|" + "---|" * len(extra)]
     for label, key in rows:
         if pct(key) is not None:
-            extra = "".join(f" {pct(f'baseline_{b}_{key}') or '–'} |" for b in ("majority", "prior"))
-            lines.append(f"| {label} | {pct(key)} |" + (extra if base else ""))
+            cells = "".join(f" {pct(k.format(key)) or '–'} |" for _, k in extra)
+            lines.append(f"| {label} | {pct(key)} |{cells}")
     groups = [f"{k[2:]}={int(metrics[k])}" for k in ("n_many", "n_medium", "n_few") if k in metrics]
     if groups:
-        lines.append(f"| classes per group | {', '.join(groups)} |" + (" | |" if base else ""))
-    if base:
-        lines.append("\nmajority class: always the most common training class (system, for CS); prior "
-                     "guess: a class drawn from the training frequencies, expected score")
+        lines.append(f"| classes per group | {', '.join(groups)} |" + " |" * len(extra))
+    notes = {"lab rendering": "lab rendering: the same patterns with noise, background, shifts drawn once "
+                              "from a fixed seed",
+             "majority class": "majority class: always the most common training class (system, for CS)",
+             "prior guess": "prior guess: a class drawn from the training frequencies, expected score"}
+    if extra:
+        lines.append("\n" + "; ".join(notes[h] for h, _ in extra))
     return "\n".join(lines)

@@ -4,6 +4,9 @@
     python test.py --ckpt RUN/best.pt --data_dir other_peaks_dir   # or --use_processed_npy ...
 
 Writes ``test_metrics.json``, ``per_class.csv`` and plots next to the checkpoint (or --out_dir).
+Metrics are those of the clean (nominal) rendering; on peak-list data the test split is also
+rendered as a laboratory would measure it (noise, background, shifts drawn once from a fixed seed:
+``builders.lab_collate``), reported as ``lab_*``; prior baselines as ``baseline_*``.
 """
 
 from __future__ import annotations
@@ -68,6 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = evaluator.summarize(pred)
     if "gate" in pred:  # a mixture of experts: mean gate weight per expert, as in log.jsonl
         metrics.update(gate_usage(pred["gate"]))
+    lab = loaders.get(f"{args.split}_lab")  # the same patterns rendered as a lab measures them
+    if lab is not None:
+        metrics.update({f"lab_{k}": v for k, v in evaluator.summarize(evaluator.predict(lab)).items()})
     out_dir = Path(args.out_dir) if args.out_dir else Path(args.ckpt).resolve().parent
     reports.write_test_reports(out_dir, pred, counts, metrics, sg_confusion=True)
     logger.info(f"reports written to {out_dir}")

@@ -297,12 +297,17 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Evaluate the test split with the best weights (the last ones if none was saved)."""
+        """Evaluate the test split with the best weights (the last ones if none was saved); with a
+        ``test_lab`` loader (the same patterns in a seeded lab-realistic rendering) its metrics
+        join as ``lab_*``."""
         if self.run_dir and (self.run_dir / "best.pt").is_file():
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             unwrap(self.model).load_state_dict(best["model"])
         broadcast_module(unwrap(self.model))  # under DDP only rank 0 (the writer) has a run_dir
-        test = self.evaluate(self.loaders["test"])
+        lab_loader = self.loaders.get("test_lab")
+        lab = self.evaluate(lab_loader) if lab_loader is not None else {}
+        test = self.evaluate(self.loaders["test"])  # last: last_pred holds the clean predictions
+        test.update({f"lab_{k}": v for k, v in lab.items()})
         for cb in self.callbacks:
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self, test)
