@@ -16,8 +16,9 @@ import pytest
 import torch
 
 import train
+from loss import LOSSES
 from tests.conftest import tiny_args
-from Trainer import NonFiniteLossError, Trainer, TrainingInterrupted
+from Trainer import TRAINERS, NonFiniteLossError, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +61,9 @@ def test_sigterm_mid_epoch_saves_and_resume_equals_uninterrupted(tiny_data, tmp_
     common = ["--epochs", "3", "--method", method]
     train.main(_args(tiny_data, tmp_path / "full", *common))
 
-    real_step = Trainer.train_step
+    # the method's own trainer (icl: MoETrainer, glmc: GLMCTrainer) signals after its step
+    trainer_cls = TRAINERS.get(LOSSES.get(method).trainer)
+    real_step = trainer_cls.train_step
     kill_at = (1, 3)  # epoch 2 (0-based 1), 0-based step 3 of 7
 
     def step_then_signal(self, batch, epoch, step):
@@ -69,18 +72,7 @@ def test_sigterm_mid_epoch_saves_and_resume_equals_uninterrupted(tiny_data, tmp_
             os.kill(os.getpid(), signal.SIGTERM)  # as a job scheduler would
         return out
 
-    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
-    if method == "glmc":
-        from Trainer.glmc import GLMCTrainer
-        real_glmc = GLMCTrainer.train_step
-
-        def glmc_then_signal(self, batch, epoch, step):
-            out = real_glmc(self, batch, epoch, step)
-            if (epoch, step) == kill_at:
-                os.kill(os.getpid(), signal.SIGTERM)
-            return out
-
-        monkeypatch.setattr(GLMCTrainer, "train_step", glmc_then_signal)
+    monkeypatch.setattr(trainer_cls, "train_step", step_then_signal)
     cut = tmp_path / "cut"
     with pytest.raises(TrainingInterrupted) as info:
         train.main(_args(tiny_data, cut, *common))
