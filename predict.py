@@ -26,6 +26,7 @@ import torch
 from loguru import logger
 
 import builders
+from config.args import HelpFormatter
 from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
 from utils.checkpoint import load_checkpoint
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
@@ -35,7 +36,7 @@ from utils.logging import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("predict.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    p = argparse.ArgumentParser("predict.py", formatter_class=HelpFormatter,
                                 description="Predict the crystal system and space group of pattern "
                                             "files with a checkpoint written by train.py.")
     p.add_argument("paths", nargs="+", help="pattern files, or folders whose pattern files "
@@ -44,7 +45,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--wavelength", type=float, default=None,
                    help="wavelength of the measured patterns in Å (unset: the model's, Cu Kα1)")
     p.add_argument("--topk", type=int, default=5, help="space groups listed per file")
-    p.add_argument("--csv", default=None, help="also write the predictions to this CSV file")
+    p.add_argument("--csv", default=None,
+                   help="also write the predictions to this CSV file (unset: printed only)")
     p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
     return p
 

@@ -40,7 +40,8 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if "%(default)" in text or not action.option_strings or action.default is argparse.SUPPRESS:
+        if ("%(default)" in text or not action.option_strings or action.required
+                or action.default is argparse.SUPPRESS):
             return text
         if action.default in (None, "") and any(w in text.lower() for w in ("default", "unset", "empty")):
             return text  # the text says what an unset flag means, e.g. --lr's optimizer-dependent value

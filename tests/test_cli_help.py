@@ -81,3 +81,14 @@ def test_every_flag_has_help_and_a_default(method):
         assert "%(default)" in shown or explained, f"{action.option_strings[0]}: default not shown"
         checked += 1
     assert checked > 60
+
+
+@pytest.mark.parametrize("script", ["predict.py", "test.py"])
+def test_other_commands_explain_their_flags(script):
+    res = subprocess.run([sys.executable, script, "--help"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "(default: None)" not in res.stdout
+    assert "--ckpt CKPT" in res.stdout and script in res.stdout.splitlines()[0]
+    ckpt_help = " ".join(res.stdout.split("\n  --ckpt CKPT", 1)[1].split("\n  -", 1)[0].split())
+    assert "written by train.py" in ckpt_help and "default" not in ckpt_help  # required: no default
