@@ -200,7 +200,7 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     o.add_argument("--grad_warn_threshold", type=float, default=100.0,
                    help="warn once per epoch, with the count of steps, when the pre-clip gradient "
                         "norm exceeded this; steps of the first epoch and the lr warm-up are not "
-                        "counted (at initialisation ICL's norm is routinely 100-300)")
+                        "counted (a fresh ResTcn ICL network starts at 100-300)")
     o.add_argument("--disable_grad_warn", action="store_true", help="never warn about gradient norms")
     o.add_argument("--warmup_epochs", type=float, default=1.0,
                    help="linear lr warm-up, in epochs (fractions allowed)")
