@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,9 +47,12 @@ def derive_families(st: StructureTable, wavelength: float, two_theta_max: float,
 
         pool = mp.get_context("fork").Pool(workers)
         it = pool.imap(_one, jobs, chunksize=32)
+    t0 = time.perf_counter()
     try:
+        # a live bar on a terminal; redirected output (log files, NNI trials) gets one line at the end
         fams = list(tqdm(it, total=len(jobs), desc=desc, unit="st", file=sys.stderr,
-                         disable=len(jobs) < 200, mininterval=2.0))
+                         disable=len(jobs) < 200 or not sys.stderr.isatty(), mininterval=2.0))
+        logger.info(f"{desc}: {len(jobs)} structures in {time.perf_counter() - t0:.0f} s")
     finally:
         if pool is not None:
             pool.terminate()
