@@ -108,9 +108,10 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="ResTcn/ResTcn-Lite channel multiplier (1.0 = the original 32..1024 channels)")
     c.add_argument("--stem_stride", type=int, default=8,
                    help="restcn_lite: grid points per stem output (8 = 0.08 deg on the default grid)")
-    c.add_argument("--input_norm", default="batch", choices=["batch", "pattern", "none"],
-                   help="restcn_lite: input normalisation: batch = BatchNorm (the seed's), pattern = "
-                        "each pattern standardised on its own (no running statistics)")
+    c.add_argument("--input_norm", default="pattern", choices=["batch", "pattern", "none"],
+                   help="restcn_lite: input normalisation: pattern = each pattern standardised on its "
+                        "own (training, on augmented patterns, and evaluation see one transform), "
+                        "batch = BatchNorm as the seed's ResTcn (which always keeps it)")
 
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="xrd_mp",

@@ -7,6 +7,8 @@ pattern with 8–16 channels (at width 0.25): little arithmetic, but many memory
 
     x (B, 1, L) → input norm → stem → pool → 4 × [ResBlock1d → pool] → (B, C, T) → mean over T → h
 
+* input norm: each pattern standardised on its own by default (see ``input_norm``).
+
 * stem: a convolution with stride ``stem_stride`` and a kernel of ``stem_kernel`` strides
   (``stem_kernel·stem_stride`` grid points), computed as space-to-depth (each stride of the
   pattern becomes ``stem_stride`` input channels) followed by a stride-1 convolution — the same
@@ -107,14 +109,18 @@ class ResTcnLite(nn.Module):
             the first stage's.
         n_max_pool: the first ``n_max_pool`` stage pools are max pools, the rest average pools.
         dropout: dropout before the last stage.
-        input_norm: ``"batch"`` (BatchNorm1d on the raw input, as ResTcn), ``"pattern"`` (each
-            pattern standardised on its own: ``models.layers.PatternNorm``) or ``"none"``.
+        input_norm: ``"pattern"`` (each pattern standardised on its own,
+            ``models.layers.PatternNorm``; the default), ``"batch"`` (BatchNorm1d on the raw input,
+            as ResTcn) or ``"none"``. Why pattern: training renders every pattern with noise and
+            background and evaluation renders them clean, so an input BatchNorm normalises clean
+            patterns with the running statistics of augmented ones; measured in BENCHMARKS.md
+            ("Input normalisation").
     """
 
     def __init__(self, in_channels: int = 1, width_mult: float = 1.0, stem_stride: int = 8,
                  stem_kernel: int = 3, stem_pool: int = 4, pools: Sequence[int] = POOLS,
                  base_channels: Sequence[int] = BASE_CHANNELS, n_max_pool: int = 1,
-                 dropout: float = 0.1, input_norm: str = "batch") -> None:
+                 dropout: float = 0.1, input_norm: str = "pattern") -> None:
         super().__init__()
         where = "ResTcnLite"
         for name, val in (("width_mult", width_mult), ("in_channels", in_channels),

@@ -13,6 +13,7 @@ import builders
 import train
 from config.args import parse_args
 from models import create_frontend
+from models.layers import PatternNorm
 from models.restcn import ResTcn
 from models.restcn_lite import Pool1d, ResTcnLite, StridedStem
 from utils.errors import ConfigError
@@ -67,7 +68,8 @@ def _model_cfg(argv):
 def test_cpu_recipe_defaults_to_lite_and_seed_commands_to_restcn():
     args, cfg = _model_cfg([])                                        # plain `python train.py`
     assert cfg["frontend"] == "restcn_lite"
-    assert cfg["frontend_kwargs"]["width_mult"] == 0.25 and cfg["frontend_kwargs"]["stem_stride"] == 8
+    assert cfg["frontend_kwargs"] == {"width_mult": 0.25, "stem_stride": 8, "input_norm": "pattern"}
+    assert isinstance(builders.build_model(cfg).frontend.input_norm, PatternNorm)  # one transform
     seed = ["--use_processed_npy", "--processed_data_dir", "/d", "--rule_matrix_path", "/r.csv",
             "--device", "0", "--loss_scheme", "scheme2", "--use_contrast_scheme2", "--use_adamw",
             "--epochs", "100", "--seed", "42"]
@@ -81,6 +83,7 @@ def test_cpu_recipe_defaults_to_lite_and_seed_commands_to_restcn():
         [(k, v.shape) for k, v in reference.state_dict().items()]
     for a, b in zip(built.parameters(), reference.parameters(), strict=True):
         assert torch.equal(a, b)
+    assert isinstance(built.input_norm, torch.nn.BatchNorm1d)       # the seed's model keeps BatchNorm
     # --stem_stride reaches the frontend; a checkpoint's config rebuilds it
     _, cfg = _model_cfg(["--stem_stride", "4"])
     fe = create_frontend(cfg["frontend"], **cfg["frontend_kwargs"])
