@@ -208,14 +208,16 @@ class StructureStream(Dataset):
                 if self._next["error"] is not None:
                     raise self._next["error"]
                 table, stats = self._next["table"], self._next["stats"]
+                gen_s = self._next.get("seconds")
             else:  # a jump (resume at epoch > 0): drop the prefetch, generate here
                 self._stop_background()
                 stats = self._new_stats()
                 table = self._generate(epoch, self.table, stats, threading.Event(), bar=True)
+                gen_s = None
             self._next = {}
             waited = time.perf_counter() - t0
             self.table, self.epoch = table, epoch
-            self._account(epoch, stats, waited, waited=True)
+            self._account(epoch, stats, waited, waited=True, gen_s=gen_s)
         self._prefetch(epoch + 1)
 
     def close(self) -> None:
@@ -235,8 +237,10 @@ class StructureStream(Dataset):
         previous = self.table
 
         def run() -> None:
+            t0 = time.perf_counter()
             try:
                 nxt["table"] = self._generate(epoch, previous, nxt["stats"], nxt["stop"], bar=False)
+                nxt["seconds"] = time.perf_counter() - t0  # wall time beside training: the supply rate
             except BaseException as exc:  # re-raised in the training thread by set_epoch
                 nxt["error"] = exc
 
@@ -345,13 +349,17 @@ class StructureStream(Dataset):
         table.families = FamilyTable.from_lists(fams, form_factor_table())
         return table.validate("structure stream")
 
-    def _account(self, epoch: int, stats: dict[str, float], seconds: float, waited: bool) -> None:
+    def _account(self, epoch: int, stats: dict[str, float], seconds: float, waited: bool,
+                 gen_s: float | None = None) -> None:
         stats = dict(stats)
         stats["waited_s"] = round(seconds, 2) if waited else 0.0
+        stats["generation_s"] = round(seconds if not waited else (gen_s or 0.0), 2)
         self.epoch_stats[epoch] = stats
         for k in STAT_KEYS:
             self.stats[k] += stats[k]
         what = f"training waited {seconds:.1f} s" if waited else f"generated in {seconds:.1f} s"
+        if gen_s is not None:
+            what = f"generated in {gen_s:.1f} s beside training, which then waited {seconds:.1f} s"
         logger.info(f"stream epoch {epoch}: {self.n} crystals ({what}); generated {stats['generated']}, "
                     f"failed {stats['failed']}, retried {stats['retried']}, hung {stats['hung']}, "
                     f"crashed workers {stats['crashed_workers']}, kept previous {stats['fallback']}")
