@@ -357,7 +357,8 @@ def test_loader_plan_builds_reweighted_loader_with_tagged_draws(tiny_data):
     assert np.abs(freq - 1 / 7).max() < 0.03
     # the default (single-view) plan is unchanged
     plain = builders.make_loaders(bundle, 16, 0, 3, torch.device("cpu"), plan={})
-    assert set(plain) == {"train", "val", "test"} and "views" not in next(iter(plain["train"]))
+    # (peak-list data also gets "test_lab": the test patterns rendered once as a laboratory would)
+    assert set(plain) - {"test_lab"} == {"train", "val", "test"} and "views" not in next(iter(plain["train"]))
 
 
 def _trainer(tiny_data, rb_batch):
