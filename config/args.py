@@ -145,10 +145,12 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="training data: 'files' = the training split on disk; 'stream' = new random "
                         "crystals generated while training runs (datasets.synthesis.stream; val/test "
                         "stay the files of --data_dir or the built-in set)")
-    d.add_argument("--stream_structures", type=int, default=2000,
+    d.add_argument("--stream_structures", type=int, default=1000,
                    help="stream: crystals per epoch (slots; each slot keeps its space group all run)")
-    d.add_argument("--stream_reuse", type=int, default=4,
-                   help="stream: patterns per crystal and epoch (each in its own strained cell)")
+    d.add_argument("--stream_reuse", type=int, default=24,
+                   help="stream: patterns per crystal and epoch (each in its own strained cell); the "
+                        "default keeps one generation process >= 2x ahead of 2-core training "
+                        "(BENCHMARKS.md, 'Data supply')")
     d.add_argument("--stream_workers", type=int, default=1,
                    help="stream: generation processes (the other cores train)")
     d.add_argument("--stream_profile", default="mp", choices=["mp", "balanced"],
