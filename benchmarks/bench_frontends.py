@@ -2,7 +2,7 @@
 model built on each, and the fraction of the CPU's measured matmul peak that training reaches.
 
 Usage (from the repository root, venv active):
-    python -m benchmarks.bench_frontends                   # 2 threads, batch 64, 5 rounds
+    python -m benchmarks.bench_frontends                   # 2 threads, batch 64, 8 rounds
     python -m benchmarks.bench_frontends --threads 1 --rounds 3 --only restcn_w0.25 restcn_lite_w0.25
 
 For every configuration (the ICL model ``icl_moe``, lightweight experts, on that frontend):
@@ -15,8 +15,10 @@ For every configuration (the ICL model ``icl_moe``, lightweight experts, on that
   once, before timing), so only what the model consumes is timed; and the same step with the
   batch rendered on the fly in the main process (``--num_workers 0``, what ``train.py`` does);
 * inference samples/s: eval-mode forward without gradients;
-* peak: the FLOP/s of a float32 2048×2048 matmul on the same threads, measured before and after
-  the configurations (the larger is used); "of peak" = training FLOP/s / peak.
+* data supply: the training collate alone (render + augment, + lattice augmentation where the
+  data carry structures), the ceiling of "train incl. rendering" with ``--num_workers 0``;
+* peak: the FLOP/s of a float32 2048×2048 matmul on the same threads, measured before, in every
+  round and after the configurations (the largest is used); "of peak" = training FLOP/s / peak.
 
 Configurations run interleaved, one step of each per round, and each number is the *fastest*
 round (the least disturbed by other processes on a shared machine; the median is printed too).
@@ -122,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data", default=str(ROOT / "data" / "xrd_mp_default"))
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--only", nargs="*", default=None, help=f"subset of {list(CONFIGS)}")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
@@ -139,14 +141,20 @@ def main(argv: list[str] | None = None) -> None:
     for c in cases:  # warm-up: first calls allocate and pick kernels
         c.train_step(batches[0])
         c.infer(batches[0]["x"])
+    t_collate: list[float] = []
+    peaks = [peak0]
     for r in range(a.rounds):
+        t_collate.append(_timed(lambda r=r: b.train_collate(items[r % n_pool])))
+        peaks.append(matmul_peak(a.threads, reps=3))
         for c in cases:
             c.t_train.append(_timed(lambda c=c, r=r: c.train_step(batches[r % n_pool])))
             c.t_render_train.append(_timed(lambda c=c, r=r: c.train_step(b.train_collate(items[r % n_pool]))))
             c.t_infer.append(_timed(lambda c=c, r=r: c.infer(batches[r % n_pool]["x"])))
-    peak = max(peak0, matmul_peak(a.threads))
+    peak = max(*peaks, matmul_peak(a.threads))  # the least disturbed measurement
     print(f"threads {a.threads}, batch {a.batch}, L = {b.grid.n_points}, {a.rounds} rounds; matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s (before {peak0 / 1e9:.1f})\n")
+          f"{peak / 1e9:.1f} GFLOP/s (before {peak0 / 1e9:.1f}); data supply (render + augment "
+          f"{'+ lattice ' if getattr(b.train_collate, 'lattice', None) is not None else ''}collate, main "
+          f"process) {a.batch / min(t_collate):,.0f} patterns/s\n")
     print("| frontend (ICL model) | params (M) | frontend fwd MFLOP/pattern | model fwd MFLOP/pattern | "
           "train step MFLOP/pattern | train samples/s (median) | train incl. rendering samples/s | "
           "inference samples/s (median) | training FLOP/s, % of peak |")
