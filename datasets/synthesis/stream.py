@@ -359,7 +359,7 @@ class StructureStream(Dataset):
             self.stats[k] += stats[k]
         what = f"training waited {seconds:.1f} s" if waited else f"generated in {seconds:.1f} s"
         if gen_s is not None:
-            what = f"generated in {gen_s:.1f} s beside training, which then waited {seconds:.1f} s"
+            what = f"training waited {seconds:.1f} s; generated in {gen_s:.1f} s beside training"
         logger.info(f"stream epoch {epoch}: {self.n} crystals ({what}); generated {stats['generated']}, "
                     f"failed {stats['failed']}, retried {stats['retried']}, hung {stats['hung']}, "
                     f"crashed workers {stats['crashed_workers']}, kept previous {stats['fallback']}")
