@@ -145,6 +145,70 @@ def baseline_rows(per_class_csv: str | Path) -> list[str]:
     return out
 
 
+CURVE_METRICS = (("CS", "cs_acc"), ("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"),
+                 ("ext. group", "sg_top1_extinction"))
+
+
+def learning_curve_table(run_dirs: list[str | Path], title: str = "",
+                         external: str = "external_pyxtal") -> str:
+    """Markdown learning-curve table: one row per snapshot of each run (``RUN/curve/<snap>/``, written
+    by ``scripts/default/learning_curve.sh``: ``test_metrics.json`` with the clean and ``lab_``
+    metrics of the test split, ``EXTERNAL/test_metrics.json`` on real crystals), with the patterns
+    seen and the wall time at that point (``log.jsonl``). The row label is ``RUN/curve/label.txt``."""
+    import yaml
+
+    groups = [("clean", ""), ("lab", "lab_"), (external, "")]
+    head = ("| recipe | frontend | patterns seen | wall (min) | "
+            + " | ".join(f"{g}: {c}" for g, _ in groups for c, _ in CURVE_METRICS) + " |")
+    lines = [f"### {title}" if title else "", "", head, "|" + "---|" * (4 + len(groups) * len(CURVE_METRICS))]
+    for rd in map(Path, run_dirs):
+        curve = rd / "curve"
+        label = (curve / "label.txt").read_text().strip() if (curve / "label.txt").is_file() else rd.name
+        args = yaml.safe_load((rd / "args.yaml").read_text())
+        wall = {int(r["patterns_seen"]): r.get("wall_s") for r in JsonlWriter(rd / "log.jsonl").read()
+                if "patterns_seen" in r}
+        snaps = sorted((int(p.name.removeprefix("seen_")), p) for p in curve.glob("seen_*")
+                       if (p / "test_metrics.json").is_file())
+        for seen, snap in snaps:
+            clean = json.loads((snap / "test_metrics.json").read_text())
+            ext_file = snap / external / "test_metrics.json"
+            ext = json.loads(ext_file.read_text()) if ext_file.is_file() else {}
+            vals = []
+            for (_, prefix), src in zip(groups, (clean, clean, ext), strict=True):
+                for _, k in CURVE_METRICS:
+                    v = src.get(prefix + k)
+                    vals.append(f"{100 * v:.1f}" if v is not None else "–")
+            w = wall.get(seen)
+            lines.append(f"| {label} | {args['frontend_type']} (width {args.get('width_mult')}) | {seen:,} | "
+                         + (f"{w / 60:.1f}" if w is not None else "–") + " | " + " | ".join(vals) + " |")
+    lines.append("")
+    lines.append("Accuracies in % at snapshots of one run each (`--snapshot_patterns`; the learning-rate "
+                 "schedule is that of the whole run, so an early snapshot is not a run trained to that "
+                 "budget). clean / lab: the built-in balanced test split rendered clean / with noise, "
+                 f"background and shifts drawn once from a fixed seed; {external}: real crystals never "
+                 "seen. wall: training + validation time up to the snapshot on the 2 CPU cores "
+                 "(with on-the-fly generation sharing them).")
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+def write_section(path: str | Path, section: str | None, table: str) -> None:
+    """Write ``table`` to ``path``; with ``section``, replace only the text between
+    ``<!-- SECTION:begin -->`` and ``<!-- SECTION:end -->`` (appended when absent)."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not section:
+        out.write_text(table)
+        return
+    begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
+    text = out.read_text() if out.exists() else ""
+    block = f"{begin}\n{table}{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    out.write_text(text)
+
+
 if __name__ == "__main__":
     import argparse
 
@@ -156,20 +220,11 @@ if __name__ == "__main__":
     ap.add_argument("--section", default=None,
                     help="with --out: replace only the text between '<!-- SECTION:begin -->' and "
                          "'<!-- SECTION:end -->' in the file (appended when absent)")
+    ap.add_argument("--curve", action="store_true",
+                    help="a learning-curve table of the runs' snapshots (scripts/default/learning_curve.sh)")
     a = ap.parse_args()
-    table = comparison_table(a.runs, a.title, a.metrics_subdir)
+    table = learning_curve_table(a.runs, a.title) if a.curve else \
+        comparison_table(a.runs, a.title, a.metrics_subdir)
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        if a.section:
-            begin, end = f"<!-- {a.section}:begin -->", f"<!-- {a.section}:end -->"
-            text = out.read_text() if out.exists() else ""
-            block = f"{begin}\n{table}{end}"
-            if begin in text and end in text:
-                text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
-            else:
-                text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-            out.write_text(text)
-        else:
-            out.write_text(table)
+        write_section(a.out, a.section, table)
     print(table)

@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.use_wandb and ddp.is_main():
         from Trainer.callbacks import WandbCallback
         callbacks.append(WandbCallback(args.wandb_project, run_dir, vars(args), run_dir.name))
+    if args.snapshot_patterns and ddp.is_main():
+        from Trainer.callbacks import SnapshotCallback
+        callbacks.append(SnapshotCallback(args.snapshot_patterns, run_dir))
     trainer_cls = TRAINERS.get(getattr(LOSSES.get(args.method), "trainer", "default"))
     trainer = trainer_cls(
         model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, loaders=loaders,

@@ -102,6 +102,8 @@ class Trainer:
         self.best_epoch = -1
         self.stale_epochs = 0
         self.skipped_batches = 0
+        self.patterns_seen = 0  # training patterns over all epochs (all ranks), for learning curves
+        self.wall_s = 0.0  # seconds of training + validation over all epochs (across resumes)
         self._grad_warns: list[tuple[int, float]] = []
         self.evaluator = Evaluator(model, self.class_counts, self.device, amp_dtype, False)
         self.last_pred: dict[str, np.ndarray] = {}
@@ -229,6 +231,8 @@ class Trainer:
         elapsed = all_reduce_max({"t": time.perf_counter() - t0})["t"]
         avg["train_samples_per_s"] = tot["seen"] / max(elapsed, 1e-9)
         avg["epoch_time_s"] = elapsed
+        self.patterns_seen += int(tot["seen"])
+        avg["patterns_seen"], avg["epoch_patterns"] = self.patterns_seen, int(tot["seen"])
         return avg
 
     def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
@@ -256,8 +260,11 @@ class Trainer:
             if self._partial:  # epoch-derived settings recomputed, buffers as they were mid-epoch
                 self.loss_fn.load_state_dict(self._partial["loss"])
             record: dict[str, Any] = {"epoch": epoch + 1}
+            t_start = time.perf_counter() - float((self._partial or {}).get("elapsed", 0.0))
             record.update(self.train_one_epoch(epoch))
             metrics = self.evaluate(self.loaders[sel])
+            self.wall_s += time.perf_counter() - t_start  # incl. waiting for data and validation
+            record["wall_s"] = round(self.wall_s, 2)
             record.update({f"{sel}_{k}": v for k, v in metrics.items()})
             score = metrics[self.monitor]
             improved = score > self.best
@@ -339,7 +346,8 @@ class Trainer:
                 "scheduler": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "loss": self.loss_fn.state_dict(), "epoch": self.start_epoch,
                 "best": {"value": self.best, "epoch": self.best_epoch, "stale": self.stale_epochs},
-                "rng": get_rng_state(), "skipped_batches": self.skipped_batches, **self.extra_state}
+                "rng": get_rng_state(), "skipped_batches": self.skipped_batches,
+                "patterns_seen": self.patterns_seen, "wall_s": self.wall_s, **self.extra_state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(state["model"])
@@ -352,6 +360,8 @@ class Trainer:
         self.best_epoch = int(state["best"]["epoch"])
         self.stale_epochs = int(state["best"]["stale"])
         self.skipped_batches = int(state.get("skipped_batches", 0))
+        self.patterns_seen = int(state.get("patterns_seen", 0))
+        self.wall_s = float(state.get("wall_s", 0.0))
         set_rng_state(state["rng"])
         self._partial = state.get("partial")
         if self._partial:

@@ -151,3 +151,25 @@ class NniCallback:
     def on_fit_end(self, trainer: Any, test_metrics: dict[str, float]) -> None:
         if ddp.is_main():
             self.nni.report_final_result(_finite_or_zero(trainer.best))
+
+
+class SnapshotCallback:
+    """Keep the weights at given numbers of training patterns seen (``--snapshot_patterns``), for
+    learning curves: at the end of the first epoch whose cumulative count reaches a milestone, the
+    trainer's full state is written atomically to ``seen_<count>.pt`` in the run directory (the
+    same format as ``best.pt``: ``test.py --ckpt`` reads it). Milestones are crossed at epoch ends,
+    so the file name carries the exact count reached, not the milestone."""
+
+    def __init__(self, milestones: list[int], run_dir: str | Path | None):
+        self.milestones = sorted(int(m) for m in milestones if int(m) > 0)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+
+    def on_epoch_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        from utils.checkpoint import atomic_save
+        now = int(record.get("patterns_seen", 0))
+        prev = now - int(record.get("epoch_patterns", 0))
+        due = [m for m in self.milestones if prev < m <= now]
+        if due and self.run_dir is not None:
+            path = self.run_dir / f"seen_{now}.pt"
+            atomic_save(trainer.state_dict(), path)
+            logger.info(f"snapshot for the learning curve ({', '.join(map(str, due))} patterns): {path}")

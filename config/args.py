@@ -231,6 +231,10 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     t.add_argument("--stop_after_epoch", type=int, default=0,
                    help="exit (checkpointed) after this epoch, e.g. to fit a job time limit; continue "
                         "with --resume auto (0 = run to --epochs)")
+    t.add_argument("--snapshot_patterns", default="", type=pattern_counts,
+                   help="comma-separated numbers of training patterns seen (e.g. 50000,200000) at "
+                        "which to keep the weights as RUN/seen_<count>.pt, for learning curves "
+                        "(scripts/default/learning_curve.sh)")
     t.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"],
                    help="autocast dtype (bf16: CPUs with AVX512-BF16/AMX and recent GPUs; see "
                         "BENCHMARKS.md for speed and accuracy)")
@@ -322,6 +326,24 @@ def apply_overrides(args: argparse.Namespace, overrides: dict[str, Any],
             raise ConfigError(f"parameter '{key}'={value!r} is not one of {list(choices)}")
         setattr(args, key, value)
     return args
+
+
+def pattern_counts(text: str | list[int]) -> list[int]:
+    """``--snapshot_patterns``: '50000,200000' (k/M suffixes allowed: '50k,1M') -> [50000, 200000]."""
+    if isinstance(text, list):
+        return [int(v) for v in text]
+    out = []
+    for part in filter(None, (p.strip() for p in str(text).split(","))):
+        mult = {"k": 1_000, "m": 1_000_000}.get(part[-1].lower(), 1)
+        try:
+            value = int(float(part[:-1] if mult > 1 else part) * mult)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part!r} is not a count of patterns (e.g. 50000, 50k, 1M)") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{part!r}: counts of patterns must be positive")
+        out.append(value)
+    return sorted(set(out))
 
 
 def parse_args(argv: list[str] | None = None,

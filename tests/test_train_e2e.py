@@ -118,3 +118,36 @@ def test_predict_prints_cs_and_top5_for_xy_files(tiny_data, tmp_path, capsys):
     assert len(lines) == 3 and lines[0].startswith("file,crystal_system,p_cs,sg1,symbol1,p1")
     with pytest.raises(SystemExit):
         predict.main(["--ckpt", str(Path(res["run_dir"]) / "best.pt"), str(tmp_path / "missing.xy")])
+
+
+def test_snapshots_at_patterns_seen_for_learning_curves(tiny_data, tmp_path):
+    """--snapshot_patterns keeps the weights of the first epoch end at or past each count; the
+    count of patterns seen is cumulative in log.jsonl and survives a resume; test.py reads a
+    snapshot like best.pt."""
+    run = tmp_path / "R"
+    common = ["--epochs", "3", "--method", "ce", "--run_dir", str(run)]
+    first = train.main(_args(tiny_data, tmp_path, *common, "--stop_after_epoch", "1",
+                             "--snapshot_patterns", "1,2.5k"))
+    assert first["test"] is None
+    per_epoch = json.loads((run / "log.jsonl").read_text().splitlines()[0])["patterns_seen"]
+    assert per_epoch > 0
+    # the milestones as counts: one crossed in epoch 2, one in epoch 3 (after a resume)
+    marks = f"{per_epoch + 1},{2 * per_epoch + 1}"
+    train.main(_args(tiny_data, tmp_path, *common, "--resume", "auto", "--snapshot_patterns", marks))
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["patterns_seen"] for r in log] == [per_epoch, 2 * per_epoch, 3 * per_epoch]
+    assert sorted(p.name for p in run.glob("seen_*.pt")) == sorted(
+        {f"seen_{per_epoch}.pt", f"seen_{2 * per_epoch}.pt", f"seen_{3 * per_epoch}.pt"})
+    snap = torch.load(run / f"seen_{2 * per_epoch}.pt", weights_only=True)
+    assert snap["epoch"] == 2 and snap["patterns_seen"] == 2 * per_epoch
+    metrics = _load("test").main(["--ckpt", str(run / f"seen_{2 * per_epoch}.pt"),
+                                  "--out_dir", str(tmp_path / "eval")])
+    assert 0 <= metrics["sg_top1"] <= 1
+
+
+def test_snapshot_counts_are_validated():
+    from config.args import parse_args
+    assert parse_args(["--snapshot_patterns", "1M,50k,50000"], train.get_parser([])).snapshot_patterns == \
+        [50_000, 1_000_000]
+    with pytest.raises(SystemExit):
+        parse_args(["--snapshot_patterns", "fifty"], train.get_parser([]))
