@@ -234,8 +234,10 @@ def load_rules(path: str | None) -> torch.Tensor:
     return torch.as_tensor(np.asarray(m), dtype=torch.float32)
 
 
-def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: int) -> dict[str, Any]:
-    """Explicit model kwargs from flags (stored in the checkpoint to rebuild the model)."""
+def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: int,
+                 grid: Any = None) -> dict[str, Any]:
+    """Explicit model kwargs from flags (stored in the checkpoint to rebuild the model); ``grid``
+    (a ``GridSpec``) is given to a frontend that resamples the pattern (``--input_axis log_d``)."""
     frontend_kwargs: dict[str, Any]
     fe_cls = FRONTENDS.get(args.frontend_type)
     if hasattr(fe_cls, "args_to_kwargs"):  # a frontend that reads its own flags says which (as heads do)
@@ -247,6 +249,10 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
                                seq_len=seq_len)
     else:
         frontend_kwargs = dict(width_mult=args.width_mult)
+    if frontend_kwargs.get("input_axis", "two_theta") != "two_theta":
+        if grid is None:
+            raise ConfigError(f"--input_axis {frontend_kwargs['input_axis']} needs the data's 2θ grid")
+        frontend_kwargs["grid"] = [int(grid.n_points), float(grid.two_theta_min), float(grid.two_theta_max)]
     loss_cls = LOSSES.get(args.method)
     name = args.model or loss_cls.default_model
     kw: dict[str, Any] = dict(frontend=args.frontend_type, frontend_kwargs=frontend_kwargs,

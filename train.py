@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device,
                                     num_replicas=ddp.world_size(), rank=ddp.rank())
     rules = builders.load_rules(args.rule_matrix_path)
-    model_cfg = builders.model_kwargs(args, bundle.class_counts, bundle.grid.n_points)
+    model_cfg = builders.model_kwargs(args, bundle.class_counts, bundle.grid.n_points, bundle.grid)
     model = builders.build_model(model_cfg).to(device)
     if args.compile:  # in place: state_dict keys (checkpoints) stay those of the bare model
         model.compile()

@@ -113,6 +113,12 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                         "own (training, on augmented patterns, and evaluation see one transform), "
                         "batch = BatchNorm as the seed's ResTcn (which always keeps it)")
 
+    c.add_argument("--input_axis", default="two_theta", choices=["two_theta", "log_d"],
+                   help="restcn_lite: 'log_d' resamples each pattern onto a grid uniform in ln sin θ "
+                        "(= −ln d), where a change of the lattice scale is a shift")
+    c.add_argument("--position_channel", action="store_true",
+                   help="restcn_lite: add the 2θ position as a second input channel (CoordConv)")
+
     d = p.add_argument_group("data")
     d.add_argument("--dataset", default="xrd_mp",
                    help="dataset name; selects file names in the NPY layout "

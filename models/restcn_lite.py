@@ -41,12 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.layers import ResBlock1d, check_positive, input_norm_layer, jsonable, make_divisible
+from models.layers import LogDResample, ResBlock1d, check_positive, input_norm_layer, jsonable, make_divisible
 from models.registry import FRONTENDS
 from utils.errors import ConfigError
 
 BASE_CHANNELS = (128, 256, 512, 1024)   # stage widths at width_mult 1 (out_dim = ResTcn's 1024)
 POOLS = (4, 4, 4, 4)
+INPUT_AXES = ("two_theta", "log_d")
 
 
 class Pool1d(nn.Module):
@@ -109,6 +110,13 @@ class ResTcnLite(nn.Module):
             the first stage's.
         n_max_pool: the first ``n_max_pool`` stage pools are max pools, the rest average pools.
         dropout: dropout before the last stage.
+        position_channel: append the grid position (−1 … 1 from the first to the last point) as
+            an input channel (CoordConv): convolutions are translation-equivariant, but in a
+            diffraction pattern the absolute 2θ of a peak (its d-spacing) is the information.
+        input_axis: ``"two_theta"`` (the grid as given) or ``"log_d"``: first resample onto a grid
+            uniform in ln sin θ (:class:`models.layers.LogDResample`), where a change of the
+            lattice scale is a shift; needs ``grid``.
+        grid: ``(n_points, two_theta_min, two_theta_max)`` of the data (``input_axis="log_d"``).
         input_norm: ``"pattern"`` (each pattern standardised on its own,
             ``models.layers.PatternNorm``; the default), ``"batch"`` (BatchNorm1d on the raw input,
             as ResTcn) or ``"none"``. Why pattern: training renders every pattern with noise and
@@ -120,7 +128,8 @@ class ResTcnLite(nn.Module):
     def __init__(self, in_channels: int = 1, width_mult: float = 1.0, stem_stride: int = 8,
                  stem_kernel: int = 3, stem_pool: int = 4, pools: Sequence[int] = POOLS,
                  base_channels: Sequence[int] = BASE_CHANNELS, n_max_pool: int = 1,
-                 dropout: float = 0.1, input_norm: str = "pattern") -> None:
+                 dropout: float = 0.1, input_norm: str = "pattern", position_channel: bool = False,
+                 input_axis: str = "two_theta", grid: Sequence[float] | None = None) -> None:
         super().__init__()
         where = "ResTcnLite"
         for name, val in (("width_mult", width_mult), ("in_channels", in_channels),
@@ -136,13 +145,23 @@ class ResTcnLite(nn.Module):
             in_channels=in_channels, width_mult=width_mult, stem_stride=stem_stride,
             stem_kernel=stem_kernel, stem_pool=stem_pool, pools=list(pools),
             base_channels=list(base_channels), n_max_pool=n_max_pool, dropout=dropout,
-            input_norm=input_norm))
+            input_norm=input_norm, position_channel=bool(position_channel), input_axis=input_axis,
+            grid=list(grid) if grid is not None else None))
+        self.position_channel = bool(position_channel)
+        if input_axis not in INPUT_AXES:
+            raise ConfigError(f"{where}: input_axis must be one of {INPUT_AXES}, got {input_axis!r}")
+        if input_axis == "log_d" and (grid is None or len(grid) != 3):
+            raise ConfigError(f"{where}: input_axis 'log_d' needs grid = (n_points, two_theta_min, "
+                              f"two_theta_max), got {grid!r}. Fix: build it through builders.model_kwargs")
+        self.resample = (LogDResample(int(grid[0]), float(grid[1]), float(grid[2]))
+                         if input_axis == "log_d" else nn.Identity())
         chans = [make_divisible(c * width_mult) for c in base_channels]
         stem_ch = make_divisible(chans[0] / 2)
         self.channels = (stem_ch, *chans)
         self.out_dim = chans[-1]
         self.input_norm = input_norm_layer(input_norm, in_channels, where)
-        self.stem = nn.Sequential(StridedStem(in_channels, stem_ch, stem_stride, stem_kernel),
+        stem_in = in_channels + int(self.position_channel)
+        self.stem = nn.Sequential(StridedStem(stem_in, stem_ch, stem_stride, stem_kernel),
                                   nn.BatchNorm1d(stem_ch), nn.LeakyReLU(inplace=True),
                                   Pool1d("max", stem_pool))
         layers: list[nn.Module] = []
@@ -156,7 +175,11 @@ class ResTcnLite(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_channels, L) → feature map (B, out_dim, T); T = 1 for L = 8,500."""
-        return self.blocks(self.stem(self.input_norm(x)))
+        x = self.input_norm(self.resample(x))
+        if self.position_channel:  # where on the grid each point lies: -1 (first) .. 1 (last)
+            ramp = torch.linspace(-1.0, 1.0, x.shape[-1], device=x.device, dtype=x.dtype)
+            x = torch.cat([x, ramp.expand(x.shape[0], 1, -1)], dim=1)
+        return self.blocks(self.stem(x))
 
     @staticmethod
     def pool(fmap: torch.Tensor) -> torch.Tensor:
@@ -170,7 +193,9 @@ class ResTcnLite(nn.Module):
 def restcn_lite_kwargs(args) -> dict:
     """Keyword arguments of :class:`ResTcnLite` from the flags (``--width_mult``, ``--stem_stride``,
     ``--input_norm``)."""
-    return dict(width_mult=args.width_mult, stem_stride=args.stem_stride, input_norm=args.input_norm)
+    return dict(width_mult=args.width_mult, stem_stride=args.stem_stride, input_norm=args.input_norm,
+                position_channel=getattr(args, "position_channel", False),
+                input_axis=getattr(args, "input_axis", "two_theta"))
 
 
 ResTcnLite.args_to_kwargs = staticmethod(restcn_lite_kwargs)

@@ -88,3 +88,60 @@ def test_cpu_recipe_defaults_to_lite_and_seed_commands_to_restcn():
     _, cfg = _model_cfg(["--stem_stride", "4"])
     fe = create_frontend(cfg["frontend"], **cfg["frontend_kwargs"])
     assert fe.config["stem_stride"] == 4 and fe.stem[0].conv.in_channels == 4
+
+
+def _bragg_two_theta(d, wavelength=1.5406):
+    import numpy as np
+    return np.rad2deg(2 * np.arcsin(wavelength / (2 * np.asarray(d))))
+
+
+def test_log_d_axis_turns_a_lattice_scaling_into_a_shift():
+    """A cubic pattern and the same pattern of a cell 4 % larger: on the 2θ grid the peaks move by
+    different amounts, on the log-d grid by one shift of ln(1.04)/Δu points."""
+    import numpy as np
+
+    from models.layers import LogDResample
+    from utils.grid import GridSpec
+
+    grid = GridSpec()
+    tt = torch.tensor(grid.two_theta(), dtype=torch.float64)
+    hkl2 = np.array([3, 4, 8, 11, 12, 16, 19])  # an fcc lattice's h²+k²+l² (all below 2θ = 85°)
+
+    def pattern(a):
+        pos = torch.tensor(_bragg_two_theta(a / np.sqrt(hkl2)))
+        return torch.exp(-0.5 * ((tt[None, :] - pos[:, None]) / 0.03) ** 2).sum(0).float()[None, None]
+
+    r = LogDResample(grid.n_points, grid.two_theta_min, grid.two_theta_max)
+    x0, x1 = r(pattern(4.0))[0, 0], r(pattern(4.16))[0, 0]
+    du = (np.log(np.sin(np.deg2rad(grid.two_theta()[-1] / 2)))
+          - np.log(np.sin(np.deg2rad(grid.two_theta_min / 2)))) / (grid.n_points - 1)
+    shift = int(round(np.log(1.04) / du))  # a larger cell: smaller sin θ, peaks move to lower index
+    n = grid.n_points
+    lags = np.arange(shift - 40, shift + 41)  # x1[i] ≈ x0[i + shift]
+    score = [float((x0[lag:] * x1[: n - lag]).sum()) for lag in lags]
+    best = int(lags[int(np.argmax(score))])
+    assert abs(best - shift) <= 1
+    # the shifted copy overlaps the original almost perfectly (peaks stay whole after resampling)
+    a, b = x0[best:], x1[: n - best]
+    assert float((a * b).sum() / (a.norm() * b.norm())) > 0.97
+    # on the 2θ grid no single shift does it
+    p0, p1 = pattern(4.0)[0, 0], pattern(4.16)[0, 0]
+    best_tt = max(float((p0[k:] * p1[: n - k]).sum() / (p0[k:].norm() * p1[: n - k].norm()))
+                  for k in range(0, 400))
+    assert best_tt < 0.5
+    with pytest.raises(ConfigError, match="8500 grid points"):
+        r(torch.zeros(1, 1, 100))
+
+
+def test_log_d_frontend_is_built_from_the_data_grid():
+    args = parse_args(["--frontend_type", "restcn_lite", "--input_axis", "log_d", "--method", "ce"],
+                      train.get_parser([]))
+    from utils.grid import GridSpec
+    kw = builders.model_kwargs(args, [1] * 230, 8500, GridSpec())
+    assert kw["frontend_kwargs"]["grid"] == [8500, 5.0, 90.0]
+    model = builders.build_model(kw)
+    assert model(torch.randn(2, 1, 8500))["logits"].shape == (2, 230)
+    with pytest.raises(ConfigError, match="2θ grid"):
+        builders.model_kwargs(args, [1] * 230, 8500)
+    with pytest.raises(ConfigError, match="needs grid"):
+        ResTcnLite(input_axis="log_d")
