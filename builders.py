@@ -94,6 +94,14 @@ def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBun
                            augment=args.augment if augment is None else augment,
                            sg_count_path=args.sg_count_path, **options)
     if stream:
+        if not hasattr(getattr(bundle, "train_collate", None), "lattice"):
+            raise ConfigError(f"--data_source stream generates crystals rendered as peak lists, but {root} "
+                              f"is a '{fmt}' dataset. Fix: --data_source files to train on its training "
+                              "split (the quick preset sets stream: pass --data_source files after --config "
+                              "quick)")
+        if Path(root).resolve() != Path(DEFAULT_DATA).resolve():
+            logger.warning(f"--data_source stream: training on new random crystals; the training split of "
+                           f"{root} is not used (only its val/test). Fix: --data_source files to train on it")
         with_stream(bundle, args)
     elif args.max_train_samples:
         idx = np.random.default_rng(args.seed).permutation(len(bundle.train))[: args.max_train_samples]

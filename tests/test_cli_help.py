@@ -44,7 +44,7 @@ def test_help_lists_methods_and_real_defaults():
     # the quick preset applies to a bare `python train.py`, and --help says so and shows its values
     config = _flag_help(text, "--config")
     assert "quick preset applies" in config and "(default: None)" not in config
-    assert "(default: 10)" in _flag_help(text, "--epochs")
+    assert "(default: 25)" in _flag_help(text, "--epochs")
     assert "(default: 64)" in _flag_help(text, "--batch_size")
     assert "Defaults above include the preset 'quick'" in text
     assert "(default: None)" not in text

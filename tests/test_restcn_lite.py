@@ -17,6 +17,7 @@ from models.layers import PatternNorm
 from models.restcn import ResTcn
 from models.restcn_lite import Pool1d, ResTcnLite, StridedStem
 from utils.errors import ConfigError
+from utils.grid import GridSpec
 
 
 @pytest.mark.parametrize("stride,kernel,length", [(8, 3, 80), (8, 3, 85), (4, 5, 37), (1, 3, 10)])
@@ -62,13 +63,15 @@ def test_default_grid_reaches_length_one_and_out_dim_matches_restcn():
 def _model_cfg(argv):
     argv = train.with_default_preset(argv)
     args = parse_args(argv, train.get_parser(argv))
-    return args, builders.model_kwargs(args, [1] * 230, 8500)
+    return args, builders.model_kwargs(args, [1] * 230, 8500, GridSpec())
 
 
 def test_cpu_recipe_defaults_to_lite_and_seed_commands_to_restcn():
     args, cfg = _model_cfg([])                                        # plain `python train.py`
     assert cfg["frontend"] == "restcn_lite"
-    assert cfg["frontend_kwargs"] == {"width_mult": 0.25, "stem_stride": 8, "input_norm": "pattern"}
+    assert cfg["frontend_kwargs"] == {"width_mult": 0.25, "stem_stride": 8, "input_norm": "pattern",
+                                      "position_channel": False, "input_axis": "log_d",
+                                      "grid": [8500, 5.0, 90.0]}
     assert isinstance(builders.build_model(cfg).frontend.input_norm, PatternNorm)  # one transform
     seed = ["--use_processed_npy", "--processed_data_dir", "/d", "--rule_matrix_path", "/r.csv",
             "--device", "0", "--loss_scheme", "scheme2", "--use_contrast_scheme2", "--use_adamw",
@@ -101,7 +104,6 @@ def test_log_d_axis_turns_a_lattice_scaling_into_a_shift():
     import numpy as np
 
     from models.layers import LogDResample
-    from utils.grid import GridSpec
 
     grid = GridSpec()
     tt = torch.tensor(grid.two_theta(), dtype=torch.float64)
@@ -136,7 +138,6 @@ def test_log_d_axis_turns_a_lattice_scaling_into_a_shift():
 def test_log_d_frontend_is_built_from_the_data_grid():
     args = parse_args(["--frontend_type", "restcn_lite", "--input_axis", "log_d", "--method", "ce"],
                       train.get_parser([]))
-    from utils.grid import GridSpec
     kw = builders.model_kwargs(args, [1] * 230, 8500, GridSpec())
     assert kw["frontend_kwargs"]["grid"] == [8500, 5.0, 90.0]
     model = builders.build_model(kw)

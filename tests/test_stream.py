@@ -168,3 +168,22 @@ def test_resume_regenerates_the_same_epoch():
     b = _stream(n=4, seed=7, epochs=3)
     b.set_epoch(2)  # --resume auto at epoch 2: generated directly, no prefetch of 1
     assert _checksum(a) == _checksum(b) and b.epoch == 2
+
+
+def test_stream_on_a_dataset_of_fixed_patterns_is_a_clear_error(tmp_path):
+    """The quick preset sets --data_source stream; with `--config quick` on a user's NPY patterns
+    (no peak lists to render crystals like) the run stops at once, naming the data and the fix."""
+    import train
+    from datasets.readers.npy_format import split_path, write_dataset_json, write_npy
+    from utils.errors import ConfigError
+    from utils.grid import GridSpec
+
+    x = np.random.default_rng(0).uniform(0, 1, (8, 256)).astype(np.float32)
+    sg = np.repeat([1, 225], 4)
+    root = tmp_path / "npy"
+    write_npy(split_path(root, "toy", "train"), x, sg)
+    write_npy(split_path(root, "toy", "test"), x, sg)
+    write_dataset_json(root, "toy", GridSpec(5.0, 90.0, 256, 1.5406))
+    with pytest.raises(ConfigError, match="'npy' dataset. Fix: --data_source files"):
+        train.main(["--config", "quick", "--use_processed_npy", "--processed_data_dir", str(root),
+                    "--dataset", "toy", "--output_dir", str(tmp_path / "Log"), "--device", "cpu"])

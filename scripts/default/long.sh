@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The long CPU recipe: ICL on new random crystals every epoch for about 90 minutes on 2 cores
+# (RESULTS.md, "The long recipe"). The quick preset's settings (the recipe of `python train.py`)
+# with a 4.7x longer cosine schedule; snapshots for the learning curve at 200k and 400k patterns.
+# Resumable: run the same command again after an interruption (--resume auto continues last.pt;
+# the stream regenerates the same crystals), or split it over sessions with --stop_after_epoch N.
+# Usage: bash scripts/default/long.sh [extra train.py flags...]
+# Env: RUN (run directory, default Log/long_icl_stream), EPOCHS (default 85).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+RUN=${RUN:-Log/long_icl_stream}
+python train.py --config quick --method icl --epochs "${EPOCHS:-85}" \
+    --snapshot_patterns 200k,400k --run_dir "$RUN" --resume auto "$@"
