@@ -16,8 +16,14 @@ from functools import cache
 
 import numpy as np
 
+from datasets.rendering.physics import lattice_matrix
 from datasets.synthesis.plan import Job, load_mp_table
-from datasets.synthesis.reflections import peaks_of_arrays
+from datasets.synthesis.reflections import (
+    families_of_arrays,
+    laue_rotations,
+    peaks_of_arrays,
+    sticks_and_families,
+)
 from datasets.synthesis.structures import generate_structure
 
 
@@ -64,6 +70,19 @@ class JobRunner:
         self.opts = dict(opts)
 
     def __call__(self, job: Job) -> dict:
+        return self.run(job)
+
+    def run(self, job: Job, families: dict | None = None) -> dict:
+        """The result of ``job``; with ``families`` also its reflection families (``"families"``).
+
+        Args:
+            families: None, or keyword arguments of the families: ``wavelength``,
+                ``two_theta_max``, ``g_margin``, ``min_rel``. They are derived from the stored
+                structure (float32 coordinates) with the rotations of the generator's spglib check
+                and, at the sticks' wavelength, from the sticks' enumeration of reflections
+                (``reflections.sticks_and_families``): no second spglib call, no second
+                enumeration, and the same sticks and families as separate calls.
+        """
         os.environ.setdefault("OMP_NUM_THREADS", "1")
         t0 = time.perf_counter()
         table = _table(self.table_path)
@@ -78,8 +97,7 @@ class JobRunner:
                 out.update(attempts=res.attempts, relaxed=res.relaxed, errors=" | ".join(res.errors)[:500])
                 if res.ok:
                     cell, frac, z = res.arrays()
-                    tt, it = peaks_of_arrays(cell, frac, z, None, o["wavelength"], o["two_theta_range"],
-                                             rotations=res.rotations)
+                    tt, it, fam = self._derive(cell, frac, z, res.rotations, families)
                     tt, it = compact_peaks(tt, it, o["min_intensity"])
                     if len(tt) == 0:
                         out["errors"] = (out["errors"] + " | no peak in range")[:500]
@@ -87,7 +105,31 @@ class JobRunner:
                         out.update(ok=True, formula=res.formula, lattice=tuple(map(float, cell)),
                                    two_theta=tt, intensity=it, st_z=z.astype(np.uint8),
                                    st_frac=frac.astype(np.float32))
+                        if fam is not None:
+                            out["families"] = fam
             except Exception as exc:  # a bug or a library failure must not kill the whole run
                 out["errors"] = f"{type(exc).__name__}: {str(exc)[:200]}"
         out["seconds"] = time.perf_counter() - t0
         return out
+
+    def _derive(self, cell: np.ndarray, frac: np.ndarray, z: np.ndarray, rotations: np.ndarray | None,
+                families: dict | None) -> tuple[np.ndarray, np.ndarray, dict | None]:
+        """Sticks (2θ, intensity) of a structure, and its families when asked (see :meth:`run`)."""
+        o = self.opts
+        if families is None:
+            tt, it = peaks_of_arrays(cell, frac, z, None, o["wavelength"], o["two_theta_range"],
+                                     rotations=rotations)
+            return tt, it, None
+        kw = dict(families)
+        stored = frac.astype(np.float32)  # the result's st_frac: families describe the stored structure
+        if float(kw.pop("wavelength", o["wavelength"])) == float(o["wavelength"]):
+            (tt, it), fam = sticks_and_families(cell, frac, z, None, o["wavelength"], o["two_theta_range"],
+                                                family_two_theta_max=kw.pop("two_theta_max", None),
+                                                rotations=rotations, family_frac=stored, **kw)
+        else:  # another wavelength: another enumeration, still without a second spglib call
+            if rotations is None:
+                rotations = laue_rotations(lattice_matrix(cell), frac, z)
+            tt, it = peaks_of_arrays(cell, frac, z, None, o["wavelength"], o["two_theta_range"],
+                                     rotations=rotations)
+            fam = families_of_arrays(cell, stored, z, None, families["wavelength"], rotations=rotations, **kw)
+        return tt, it, fam

@@ -30,7 +30,14 @@ from functools import cache
 import numpy as np
 
 from datasets.rendering.lattice_aug import family_sticks
-from datasets.rendering.physics import MAX_Z, N_FF_TERMS, family_intensities, inv_d2, lattice_matrix
+from datasets.rendering.physics import (
+    MAX_Z,
+    N_FF_TERMS,
+    family_intensities,
+    inv_d2,
+    lattice_matrix,
+    reciprocal_metric,
+)
 
 # Families are enumerated up to a reciprocal radius this much larger than the data's 2θ range
 # needs, so that lattice augmentation may shrink a cell by up to ~1/G_MARGIN − 1 (13 %) and still
@@ -75,18 +82,93 @@ def laue_rotations(lattice: np.ndarray, frac: np.ndarray, numbers: np.ndarray,
 
 
 def laue_of(rotations: np.ndarray) -> np.ndarray:
-    """Distinct W and −W (n, 3, 3) int of symmetry rotations (e.g. a spglib dataset's)."""
-    rots = np.unique(np.asarray(rotations, np.int64).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
-    return np.unique(np.concatenate([rots, -rots]).reshape(-1, 9), axis=0).reshape(-1, 3, 3)
+    """Distinct W and −W (n, 3, 3) int of symmetry rotations (e.g. a spglib dataset's), in
+    lexicographic order of their nine entries (as ``np.unique(..., axis=0)`` sorts them)."""
+    rows = np.asarray(rotations, np.int64).reshape(-1, 9)
+    rows = np.concatenate([rows, -rows])
+    lo = int(rows.min(initial=0))
+    base = int(rows.max(initial=0)) - lo + 1
+    if base ** 9 >= 2 ** 62:  # entries too large for one int64 code (never for crystal rotations)
+        return np.unique(rows, axis=0).reshape(-1, 3, 3)
+    # one integer per matrix, most significant digit first, so sorting codes sorts rows
+    _, first = np.unique((rows - lo) @ (base ** np.arange(8, -1, -1, dtype=np.int64)), return_index=True)
+    return rows[first].reshape(-1, 3, 3)
 
 
-def _hkl_in_sphere(cell: np.ndarray, g_max: float) -> np.ndarray:
-    """All h ≠ 0 with 1/d ≤ g_max, (M, 3) int64 (|h| ≤ g_max·a etc., since h = g·a)."""
-    lim = np.floor(g_max * np.asarray(cell[:3], np.float64) + 1e-9).astype(int)
-    axes = [np.arange(-n, n + 1) for n in lim]
-    hkl = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    hkl = hkl[np.any(hkl != 0, axis=1)]
-    return hkl[inv_d2(hkl, cell) <= g_max * g_max * (1 + 1e-12)]
+def _hkl_in_sphere(cell: np.ndarray, g_max: float) -> tuple[np.ndarray, np.ndarray]:
+    """All h ≠ 0 with 1/d ≤ g_max, (M, 3) int64, and their 1/d² (M,), in (h, k, l) grid order.
+
+    The grid is the box |h| ≤ g_max·a etc. (since h = g·a), but only the l-range of every (h, k)
+    column that can reach the sphere (plus one on each side, at a slightly larger radius) is
+    evaluated: about half of the box. The final test is ``inv_d2 <= g_max²·(1 + 1e-12)`` on the
+    candidates, so the result is the box's.
+    """
+    lim = np.floor(g_max * np.asarray(cell[:3], np.float64) + 1e-9).astype(np.int64)
+    h, k = (a.ravel() for a in np.meshgrid(np.arange(-lim[0], lim[0] + 1), np.arange(-lim[1], lim[1] + 1),
+                                           indexing="ij"))
+    gs = reciprocal_metric(cell)
+    # 1/d² along a column = A l² + 2 B l + C; its l-range inside the sphere (relaxed radius)
+    a2, b = gs[2, 2], gs[0, 2] * h + gs[1, 2] * k
+    c = gs[0, 0] * h * h + 2.0 * gs[0, 1] * h * k + gs[1, 1] * k * k - g_max * g_max * (1 + 1e-9)
+    root = np.sqrt(np.maximum(b * b - a2 * c, 0.0))
+    reach = b * b - a2 * c >= 0.0
+    lo = np.maximum(np.ceil((-b - root) / a2) - 1, -lim[2]).astype(np.int64)
+    hi = np.minimum(np.floor((-b + root) / a2) + 1, lim[2]).astype(np.int64)
+    n = np.where(reach, np.maximum(hi - lo + 1, 0), 0)
+    start = np.cumsum(n) - n
+    col = np.repeat(np.arange(len(n)), n)
+    hkl = np.stack([h[col], k[col], lo[col] + np.arange(int(n.sum())) - start[col]], -1)
+    hkl = hkl[(hkl[:, 0] | hkl[:, 1] | hkl[:, 2]) != 0]
+    q2 = inv_d2(hkl, cell)
+    inside = q2 <= g_max * g_max * (1 + 1e-12)
+    return hkl[inside], q2[inside]
+
+
+def _inner(hkl: np.ndarray, q2: np.ndarray, cell: np.ndarray, g_max: float) -> np.ndarray:
+    """(M,) bool: the rows of a larger enumeration that ``_hkl_in_sphere(cell, g_max)`` returns
+    (same box, same test on the same 1/d² values), so a subset equals a fresh enumeration."""
+    lim = np.floor(g_max * np.asarray(cell[:3], np.float64) + 1e-9).astype(np.int64)
+    return (q2 <= g_max * g_max * (1 + 1e-12)) & np.all(np.abs(hkl) <= lim, axis=1)
+
+
+def _orbits(hkl: np.ndarray, rots: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Group reflections into orbits under the Laue group ``rots`` (n, 3, 3).
+
+    The canonical member of an orbit is its lexicographically largest h·W. Encoding h·W as the
+    base-B number (h·W)·(B², B, 1) (B > 2·max |h·W|, so the order is lexicographic) makes the code
+    linear in h: code = h · (W·(B², B, 1)), one (M, 3) × (3, n) product instead of the (M, n, 3)
+    orbit array; the canonical member is decoded from the largest code.
+
+    Returns:
+        rep (F, 3) int64 canonical members in increasing code order, mult (F,) members present
+        in ``hkl``, inverse (M,) the family of every row.
+    """
+    span = int(np.abs(hkl).max(initial=0)) * 3 + 1  # |h·W| < span for rotations with entries in {-1, 0, 1}
+    base = 2 * span + 1
+    weights = np.array([base * base, base, 1], np.int64)
+    code = hkl @ (np.asarray(rots, np.int64) @ weights).T  # (M, n_ops) int64, exact
+    canon, inverse, mult = np.unique(code.max(axis=1), return_inverse=True, return_counts=True)
+    digits = canon + span * (base * base + base + 1)  # every base-B digit shifted to [1, 2·span - 1]
+    rep = np.stack([digits // (base * base), (digits // base) % base, digits % base], -1) - span
+    return rep, mult, inverse.reshape(-1)
+
+
+def _as_arrays(cell, frac, z_site, occ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    cell = np.asarray(cell, np.float64)
+    frac = np.asarray(frac, np.float64).reshape(-1, 3)
+    z_site = np.asarray(z_site, np.int64)
+    occ = np.ones(len(z_site)) if occ is None else np.asarray(occ, np.float64)
+    return cell, frac, z_site, occ
+
+
+def _g_max(two_theta_max: float, wavelength: float) -> float:
+    """Radius 2 sin θ_max / λ of the reflections inside the 2θ range [Å⁻¹]."""
+    return 2.0 * np.sin(np.radians(min(float(two_theta_max), 180.0) / 2.0)) / float(wavelength)
+
+
+def _rotations(cell, frac, z_site, rotations, symprec) -> np.ndarray:
+    return laue_rotations(lattice_matrix(cell), frac, z_site, symprec) if rotations is None \
+        else laue_of(rotations)
 
 
 def structure_arrays(structure) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -135,23 +217,16 @@ def families_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, o
         ``cell`` (6,) float64, ``hkl`` (F, 3) int16 representatives, ``mult`` (F,) int16,
         ``sf`` (F, E, 2) float64 Re/Im of S_e, ``z`` (E,) int16 elements, sorted by 1/d.
     """
-    cell = np.asarray(cell, np.float64)
-    frac = np.asarray(frac, np.float64).reshape(-1, 3)
-    z_site = np.asarray(z_site, np.int64)
-    occ = np.ones(len(z_site)) if occ is None else np.asarray(occ, np.float64)
-    g_max = 2.0 * np.sin(np.radians(min(float(two_theta_max), 180.0) / 2.0)) / float(wavelength)
-    hkl = _hkl_in_sphere(cell, g_max * g_margin)
-    rots = laue_rotations(lattice_matrix(cell), frac, z_site, symprec) if rotations is None \
-        else laue_of(rotations)
-    # canonical member of each orbit: the lexicographically largest h·W
-    orbit = np.einsum("mi,nij->mnj", hkl, rots)  # (M, n_ops, 3)
-    span = int(np.abs(hkl).max(initial=0)) * 3 + 1
-    code = ((orbit[..., 0] + span) * (2 * span + 1) + orbit[..., 1] + span) * (2 * span + 1) \
-        + orbit[..., 2] + span
-    canon = code.max(axis=1)
-    _, first, mult = np.unique(canon, return_index=True, return_counts=True)
-    best = np.argmax(code[first], axis=1)
-    rep = orbit[first, best]  # (F, 3) the canonical member itself
+    cell, frac, z_site, occ = _as_arrays(cell, frac, z_site, occ)
+    hkl, _ = _hkl_in_sphere(cell, _g_max(two_theta_max, wavelength) * g_margin)
+    rep, mult, _ = _orbits(hkl, _rotations(cell, frac, z_site, rotations, symprec))
+    return _families(cell, rep, mult, frac, z_site, occ, wavelength, two_theta_max, min_rel)
+
+
+def _families(cell: np.ndarray, rep: np.ndarray, mult: np.ndarray, frac: np.ndarray, z_site: np.ndarray,
+              occ: np.ndarray, wavelength: float, two_theta_max: float, min_rel: float
+              ) -> dict[str, np.ndarray]:
+    """Structure-factor sums, ``min_rel`` cut and 1/d order of families (canonical ``rep``, ``mult``)."""
     elements = np.unique(z_site)
     phase = np.exp(2j * np.pi * (rep.astype(np.float64) @ frac.T))  # (F, n_sites)
     onehot = (z_site[:, None] == elements[None, :]) * occ[:, None]  # (n_sites, E)
@@ -188,12 +263,60 @@ def peaks_of_arrays(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, occ:
     """:func:`structure_peaks` of a crystal given as arrays (see :func:`families_of_arrays`)."""
     fam = families_of_arrays(cell, frac, z_site, occ, wavelength, two_theta_range[1], g_margin=1.0,
                              rotations=rotations)
+    return _sticks(fam, wavelength, two_theta_range)
+
+
+def _sticks(fam: dict[str, np.ndarray], wavelength: float, two_theta_range) -> tuple[np.ndarray, np.ndarray]:
+    """Merged sticks (float32) of the families of the unstrained cell (all of them, min_rel 0)."""
     tt, it = family_sticks(fam["hkl"], fam["mult"], fam["sf"], fam["z"],
                            form_factor_table()[fam["z"].astype(np.int64)], fam["cell"], wavelength,
                            two_theta_range)
     tt, it = merge_coincident(tt.astype(np.float64), it.astype(np.float64))
     keep = it > 1e-3  # drop numerically-zero reflections (systematic absences rounding)
     return tt[keep].astype(np.float32), it[keep].astype(np.float32)
+
+
+def sticks_and_families(cell: np.ndarray, frac: np.ndarray, z_site: np.ndarray, occ: np.ndarray | None = None,
+                        wavelength: float = 1.5406, two_theta_range=(5.0, 90.0),
+                        family_two_theta_max: float | None = None, g_margin: float = G_MARGIN,
+                        min_rel: float = 0.0, rotations: np.ndarray | None = None,
+                        family_frac: np.ndarray | None = None, symprec: float = SYMPREC,
+                        ) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, np.ndarray]]:
+    """:func:`peaks_of_arrays` and :func:`families_of_arrays` of one crystal from one enumeration.
+
+    The reflections up to the larger of the two radii are enumerated and grouped into orbits once
+    (one spglib call at most, none with ``rotations``); each result takes the rows a separate
+    call would have enumerated (:func:`_inner`: same box, same test on the same 1/d² values), so
+    both equal the separate calls: the sticks those of ``peaks_of_arrays(cell, frac, ...)``, the
+    families those of ``families_of_arrays(cell, family_frac, ..., family_two_theta_max, g_margin,
+    min_rel=min_rel)``.
+
+    Args:
+        family_two_theta_max: the families' 2θ limit (None: ``two_theta_range[1]``).
+        family_frac: coordinates the families' structure-factor sums use (None: ``frac``), e.g. the
+            float32 coordinates a result stores, so that families match the stored structure.
+        others: as :func:`families_of_arrays` (``rotations`` serve both results).
+
+    Returns:
+        ((2θ, intensity) float32 sticks, families dict).
+    """
+    cell, frac, z_site, occ = _as_arrays(cell, frac, z_site, occ)
+    fam_frac = frac if family_frac is None else np.asarray(family_frac, np.float64).reshape(-1, 3)
+    tt_fam = float(two_theta_range[1] if family_two_theta_max is None else family_two_theta_max)
+    g_st, g_fam = _g_max(two_theta_range[1], wavelength), _g_max(tt_fam, wavelength) * g_margin
+    hkl, q2 = _hkl_in_sphere(cell, max(g_st, g_fam))
+    rep, mult, inverse = _orbits(hkl, _rotations(cell, frac, z_site, rotations, symprec))
+    out = []
+    for g in (g_st, g_fam):
+        if g >= max(g_st, g_fam):
+            out.append((rep, mult))
+        else:  # members inside the smaller sphere (orbits straddling its surface keep those inside)
+            n_in = np.bincount(inverse[_inner(hkl, q2, cell, g)], minlength=len(rep))
+            sel = n_in > 0
+            out.append((rep[sel], n_in[sel]))
+    sticks = _sticks(_families(cell, *out[0], frac, z_site, occ, wavelength, two_theta_range[1], 0.0),
+                     wavelength, two_theta_range)
+    return sticks, _families(cell, *out[1], fam_frac, z_site, occ, wavelength, tt_fam, min_rel)
 
 
 def merge_coincident(tt: np.ndarray, it: np.ndarray, tol: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ from datasets.synthesis.engines import build_engine
 from datasets.synthesis.families import FAMILY_MIN_REL
 from datasets.synthesis.jobs import JobRunner, empty_result
 from datasets.synthesis.plan import Job, draw_job, group_totals, load_mp_table, rows_by_group, train_counts
-from datasets.synthesis.reflections import G_MARGIN, families_of_arrays, form_factor_table
+from datasets.synthesis.reflections import G_MARGIN, form_factor_table
 from utils.crystal import SG_TO_CS
 from utils.errors import ConfigError
 
@@ -56,24 +56,22 @@ def stream_seed(run_seed: int, attempt: int) -> int:
 class StreamJob:
     """``JobRunner`` plus the reflection families of an accepted structure (picklable).
 
-    Returns the runner's result dict with ``"families"`` added (``ok`` turns False with the error
-    when the families cannot be derived).
+    Returns the runner's result dict with ``"families"`` added (``ok`` is False with the error
+    when the sticks or the families cannot be derived). Sticks and families come from one
+    enumeration of reflections with the rotations of the generator's spglib check
+    (``JobRunner.run(job, families=...)``), equal to separate ``peaks_of_arrays`` and
+    ``families_of_arrays`` calls (``tests/test_stream_job.py``).
     """
 
     def __init__(self, runner: JobRunner, wavelength: float, two_theta_max: float) -> None:
         self.runner, self.wavelength, self.two_theta_max = runner, float(wavelength), float(two_theta_max)
 
     def __call__(self, job: Job) -> dict:
-        out = self.runner(job)
+        fam = {"wavelength": self.wavelength, "two_theta_max": self.two_theta_max, "g_margin": G_MARGIN,
+               "min_rel": FAMILY_MIN_REL}
+        out = self.runner.run(job, families=fam)
         if out["ok"]:
-            try:
-                fam = families_of_arrays(np.asarray(out["lattice"]), out["st_frac"], out["st_z"], None,
-                                         self.wavelength, self.two_theta_max, G_MARGIN,
-                                         min_rel=FAMILY_MIN_REL)
-                fam["sf"] = fam["sf"].astype(np.float32)
-                out["families"] = fam
-            except Exception as exc:  # never raise from a job: a failure is a result
-                out.update(ok=False, errors=f"families: {type(exc).__name__}: {str(exc)[:200]}")
+            out["families"]["sf"] = out["families"]["sf"].astype(np.float32)
         return out
 
 
