@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The long CPU recipe: ICL on new random crystals every epoch for about 90 minutes on 2 cores
-# (RESULTS.md, "The long recipe"). The quick preset's settings (the recipe of `python train.py`:
+# The long CPU recipe: ICL on new random crystals every epoch for about an hour on 2 cores (57 min
+# measured; RESULTS.md, "The long recipe"). The quick preset's settings (the recipe of `python train.py`:
 # new random crystals every epoch, log-d axis) with a longer cosine schedule (55 epochs, 440k
 # patterns) and twice the width: in the 25-epoch default run the training loss stopped falling
 # after ~15 epochs while the learning rate decayed (a capacity limit; at 5 epochs width 0.5 had not
