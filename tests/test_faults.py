@@ -22,7 +22,7 @@ from Trainer import TRAINERS, NonFiniteLossError, Trainer, TrainingInterrupted
 from utils.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING_KEYS = ("train_samples_per_s", "epoch_time_s")
+TIMING_KEYS = ("train_samples_per_s", "epoch_time_s", "wall_s")
 
 
 def _args(data, run_dir, *extra):
