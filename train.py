@@ -22,6 +22,7 @@ from loss import LOSSES, loss_kwargs
 from Trainer import TRAINERS, LRSchedule
 from utils import distributed as ddp
 from utils.checkpoint import find_resume, load_checkpoint
+from utils.errors import ConfigError
 from utils.logging import setup_logging
 from utils.seed import seed_everything
 
@@ -53,6 +54,14 @@ def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
     if method in LOSSES:  # an unknown name is left to the full parse ("invalid choice")
         LOSSES.get(method).add_args(parser)
     return parser
+
+
+def snapshot_counts(text: str) -> list[int]:
+    from config.args import pattern_counts
+    try:
+        return pattern_counts(text)
+    except argparse.ArgumentTypeError as exc:
+        raise ConfigError(f"--snapshot_patterns: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -104,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         callbacks.append(WandbCallback(args.wandb_project, run_dir, vars(args), run_dir.name))
     if args.snapshot_patterns and ddp.is_main():
         from Trainer.callbacks import SnapshotCallback
-        callbacks.append(SnapshotCallback(args.snapshot_patterns, run_dir))
+        callbacks.append(SnapshotCallback(snapshot_counts(args.snapshot_patterns), run_dir))
     trainer_cls = TRAINERS.get(getattr(LOSSES.get(args.method), "trainer", "default"))
     trainer = trainer_cls(
         model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, loaders=loaders,

@@ -237,7 +237,7 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     t.add_argument("--stop_after_epoch", type=int, default=0,
                    help="exit (checkpointed) after this epoch, e.g. to fit a job time limit; continue "
                         "with --resume auto (0 = run to --epochs)")
-    t.add_argument("--snapshot_patterns", default="", type=pattern_counts,
+    t.add_argument("--snapshot_patterns", default="",
                    help="comma-separated numbers of training patterns seen (e.g. 50000,200000) at "
                         "which to keep the weights as RUN/seen_<count>.pt, for learning curves "
                         "(scripts/default/learning_curve.sh)")

@@ -146,8 +146,7 @@ def test_snapshots_at_patterns_seen_for_learning_curves(tiny_data, tmp_path):
 
 
 def test_snapshot_counts_are_validated():
-    from config.args import parse_args
-    assert parse_args(["--snapshot_patterns", "1M,50k,50000"], train.get_parser([])).snapshot_patterns == \
-        [50_000, 1_000_000]
-    with pytest.raises(SystemExit):
-        parse_args(["--snapshot_patterns", "fifty"], train.get_parser([]))
+    from utils.errors import ConfigError
+    assert train.snapshot_counts("1M,50k,50000") == [50_000, 1_000_000] and train.snapshot_counts("") == []
+    with pytest.raises(ConfigError, match="fifty"):
+        train.snapshot_counts("fifty")
