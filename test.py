@@ -21,6 +21,7 @@ from loguru import logger
 import builders
 import reports
 from config.args import HelpFormatter, get_args_parser
+from datasets.readers.npy import read_sg_count
 from metrics import gate_usage
 from Trainer import Evaluator
 from utils.checkpoint import load_checkpoint
@@ -40,6 +41,14 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--ckpt", required=True, help="checkpoint (best.pt / last.pt) written by train.py")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
     p.add_argument("--out_dir", default=None, help="where reports go (default: the checkpoint's folder)")
+    p.add_argument("--eval_counts_path", default=None,
+                   help="sg,count CSV whose counts define the many/medium/few groups, the per-class "
+                        "plot and the prior baselines (default: the checkpoint's training counts); "
+                        "e.g. data/xrd_mp_default/sg_count.csv to split a stream-trained model's "
+                        "classes by their Materials Project frequency")
+    p.add_argument("--mask_mode", default=None, choices=["hard", "soft", "none"],
+                   help="ICL: evaluate with this crystal-system masking at inference instead of the "
+                        "one the model was trained with (an ablation that needs no training)")
     return p
 
 
@@ -60,7 +69,17 @@ def main(argv: list[str] | None = None) -> dict:
     model_grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
     model_grid.check_compatible(bundle.grid, source=args.data_dir or args.processed_data_dir or "data")
     counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", bundle.class_counts))
+    if args.eval_counts_path:
+        counts = read_sg_count(args.eval_counts_path)
+        if len(counts) != len(bundle.class_counts):
+            raise SystemExit(f"--eval_counts_path {args.eval_counts_path}: {len(counts)} classes, the "
+                             f"data has {len(bundle.class_counts)}. Fix: pass a count file of this label set")
     model = builders.model_from_checkpoint(ckpt, args.ckpt).to(device)
+    if args.mask_mode is not None:
+        if not hasattr(model, "mask_mode"):
+            raise SystemExit(f"--mask_mode: the model in {args.ckpt} has no crystal-system masking "
+                             "(only the ICL mixture of experts has). Fix: drop --mask_mode")
+        model.mask_mode = args.mask_mode
     loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
     loader = loaders[args.split]
     if loader is None:
@@ -69,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     evaluator = Evaluator(model, counts, device)
     pred = evaluator.predict(loader)
     metrics = evaluator.summarize(pred)
+    if args.mask_mode is not None:
+        logger.info(f"evaluated with --mask_mode {args.mask_mode} at inference")
     if "gate" in pred:  # a mixture of experts: mean gate weight per expert, as in log.jsonl
         metrics.update(gate_usage(pred["gate"]))
     lab = loaders.get(f"{args.split}_lab")  # the same patterns rendered as a lab measures them

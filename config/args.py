@@ -164,6 +164,10 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                         "(like the built-in train split), 'balanced' = equal per group")
     d.add_argument("--stream_engine", default="local", choices=["local", "ray"],
                    help="stream: generation engine (datasets.synthesis.engines)")
+    d.add_argument("--stream_cache", default=None, metavar="DIR",
+                   help="stream: cache of the generated epochs in DIR/<key>/ (key: seed, structures, "
+                        "profile, generator settings; not --stream_reuse): runs with the same key load "
+                        "the crystals instead of generating them (default: off)")
     d.add_argument("--ray_address", default=None,
                    help="stream with --stream_engine ray: cluster address (HEAD:6379, auto; "
                         "default: a private local Ray instance)")
@@ -195,7 +199,11 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     m.add_argument("--expert_mode", default="lightweight", choices=["lightweight", "original"],
                    help="lightweight: experts share layer3 and differ in classifiers; original: own layer3")
     m.add_argument("--mask_mode", default="hard", choices=["hard", "soft", "none"],
-                   help="dynamic masking of SG logits by the predicted crystal system at inference")
+                   help="dynamic masking of SG logits by the predicted crystal system at inference (the "
+                        "prediction); the ICL loss's L_sg has its own --train_mask_mode")
+    m.add_argument("--gate_prior_strength", type=float, default=1.0,
+                   help="weight of the crystallographic gate prior R_gate (0 = rule prior off: the "
+                        "gate is learned from the features alone)")
     m.add_argument("--learn_gate_prior", action="store_true",
                    help="make the (7, K) crystallographic gate prior learnable (else a fixed buffer)")
 

@@ -12,6 +12,13 @@ Spec: docs/methods/icl.md. Written from the formulas, not from that code.
   the default here, ``col_detach_ensemble`` makes o a fixed target.
 * L_sys = CE(cs_logits, y_cs); L_sg = CE(o with every group outside the TRUE crystal system set to
   −1e9, y). ``outputs["logits"]`` (masked by the PREDICTED system) is never trained on.
+  Ablation switches (defaults = the method as published): ``train_mask_mode`` "soft" trains L_sg
+  on the two-level distribution log p_cs + log softmax-within-system(o) (what ``--mask_mode soft``
+  predicts with), "none" on the unmasked o; ``cs_logit_adjust`` τ trains L_sys with the
+  logit-adjusted CE(cs_logits + τ·log π_cs, y_cs) of Menon et al., "Long-tail learning via logit
+  adjustment", ICLR 2021 (τ = 1 is the balanced softmax of Ren et al., NeurIPS 2020), so that the
+  raw CS scores used at inference estimate a class-balanced posterior; ``sg_logit_adjust`` does
+  the same for L_sg with the space-group prior π (counts clamped at 1).
 * L_scl: physics-constrained contrastive loss (``loss.scl``), only with ``use_contrast``.
 
 Only ``loss_scheme="scheme2"`` exists; CODE's other schemes are undocumented and are not guessed.
@@ -38,10 +45,11 @@ from loss.icl_extras import (
 )
 from loss.registry import LOSSES
 from loss.scl import SCL_VARIANTS, scl_seed, scl_soft
-from utils.crystal import N_SG
+from utils.crystal import N_CS, N_SG, SG_TO_CS, soft_cs_mask
 from utils.errors import ConfigError, RuleMatrixError, fail
 
 LOSS_SCHEMES = ("scheme2",)
+TRAIN_MASK_MODES = ("hard", "soft", "none")
 Tensors = dict[str, torch.Tensor]
 
 
@@ -99,11 +107,16 @@ class ICLLoss(nn.Module):
                  focal_gamma: float = 2.0, loss_scheme: str = "scheme2", lambda_par: float = 0.0,
                  lambda_mutual: float = 0.0, lambda_div: float = 0.0, div_epochs: int = 0,
                  lambda_hnm: float = 0.0, hnm_momentum: float = 0.9, hnm_topk: int = 7,
-                 hnm_temperature: float = 0.07, retrain_epochs: int = 0, epochs: int | None = None) -> None:
+                 hnm_temperature: float = 0.07, retrain_epochs: int = 0, epochs: int | None = None,
+                 train_mask_mode: str = "hard", cs_logit_adjust: float = 0.0,
+                 sg_logit_adjust: float = 0.0) -> None:
         super().__init__()
         if loss_scheme not in LOSS_SCHEMES:
             raise fail(ConfigError, "--loss_scheme", f"unknown loss scheme '{loss_scheme}'",
                        f"use one of: {', '.join(LOSS_SCHEMES)}")
+        if train_mask_mode not in TRAIN_MASK_MODES:
+            raise fail(ConfigError, "--train_mask_mode", f"unknown mode '{train_mask_mode}'",
+                       f"use one of: {', '.join(TRAIN_MASK_MODES)}")
         if scl_variant not in SCL_VARIANTS:
             raise fail(ConfigError, "--scl_variant", f"unknown variant '{scl_variant}'",
                        f"use one of: {', '.join(SCL_VARIANTS)}")
@@ -135,6 +148,12 @@ class ICLLoss(nn.Module):
         self.register_buffer("class_counts", counts)
         self.register_buffer("rule_matrix", rule)
         self.register_buffer("current_epoch", torch.zeros((), dtype=torch.long))
+        log_pi = torch.log(counts.clamp_min(1.0) / counts.clamp_min(1.0).sum())
+        cs_counts = torch.zeros(N_CS).index_add_(0, torch.as_tensor(SG_TO_CS), counts).clamp_min(1.0)
+        self.register_buffer("log_prior_sg", log_pi, persistent=False)
+        self.register_buffer("log_prior_cs", torch.log(cs_counts / cs_counts.sum()), persistent=False)
+        self.train_mask_mode = train_mask_mode
+        self.cs_logit_adjust, self.sg_logit_adjust = float(cs_logit_adjust), float(sg_logit_adjust)
 
         self.lambda_dol, self.lambda_col, self.lambda_hier = lambda_dol, lambda_col, lambda_hier
         self.lambda_scl, self.use_contrast, self.disable_col = lambda_scl, use_contrast, disable_col
@@ -192,6 +211,24 @@ class ICLLoss(nn.Module):
         ref = ensemble_logits.detach() if self.col_detach_ensemble else ensemble_logits
         return kl_per_sample(ref[:, None, :], expert_logits).mean()
 
+    def sys_logits(self, cs_logits: torch.Tensor) -> torch.Tensor:
+        """The CS scores L_sys is computed on: + τ_cs·log π_cs when logit-adjusted."""
+        if self.cs_logit_adjust == 0:
+            return cs_logits
+        return cs_logits.float() + self.cs_logit_adjust * self.log_prior_cs
+
+    def sg_loss_logits(self, ensemble: torch.Tensor, cs_logits: torch.Tensor,
+                       y: torch.Tensor) -> torch.Tensor:
+        """The (B, 230) scores L_sg is computed on (``train_mask_mode``, ``sg_logit_adjust``)."""
+        o = ensemble
+        if self.sg_logit_adjust != 0:
+            o = ensemble.float() + self.sg_logit_adjust * self.log_prior_sg
+        if self.train_mask_mode == "hard":
+            return mask_by_true_cs(o, y)
+        if self.train_mask_mode == "soft":
+            return soft_cs_mask(o, self.sys_logits(cs_logits))
+        return o
+
     def scl(self, features: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.scl_variant == "seed":
             return scl_seed(features, y, self.rule_matrix, self.scl_temperature, self.scl_threshold)
@@ -213,8 +250,8 @@ class ICLLoss(nn.Module):
 
         l_dol = self.dol(experts, y)
         l_col = zero if self.disable_col else self.col(ensemble, experts)
-        l_sys = ce_per_sample(cs_logits, y_cs).mean()
-        l_sg = ce_per_sample(mask_by_true_cs(ensemble, y), y).mean()
+        l_sys = ce_per_sample(self.sys_logits(cs_logits), y_cs).mean()
+        l_sg = ce_per_sample(self.sg_loss_logits(ensemble, cs_logits, y), y).mean()
         l_scl = self.scl(self._need(outputs, "features", "L_scl"), y) if self.use_contrast else zero
 
         total = self.lambda_dol * l_dol + self.lambda_hier * (l_sys + l_sg)
@@ -277,6 +314,14 @@ class ICLLoss(nn.Module):
         g.add_argument("--scl_threshold", type=float, default=0.8,
                        help="R above which two groups are positives (seed variant)")
         g.add_argument("--focal_gamma", type=float, default=2.0, help="focal γ of the tail experts")
+        g.add_argument("--train_mask_mode", default="hard", choices=list(TRAIN_MASK_MODES),
+                       help="L_sg: hard = CE within the TRUE crystal system (the method); soft = NLL "
+                            "of p(system)·p(group | system); none = CE over all 230 groups")
+        g.add_argument("--cs_logit_adjust", type=float, default=0.0,
+                       help="τ of a logit-adjusted L_sys, CE(cs_logits + τ·log π_cs) (Menon et al. "
+                            "2021; 1 = balanced softmax); 0 = plain CE")
+        g.add_argument("--sg_logit_adjust", type=float, default=0.0,
+                       help="τ of a logit-adjusted L_sg with the space-group training prior; 0 = plain")
         add_extras_args(g)
 
 
@@ -292,7 +337,8 @@ def icl_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "lambda_col": args.lambda_col, "disable_col": args.disable_col,
         "col_detach_ensemble": args.col_detach_ensemble, "scl_variant": args.scl_variant,
         "scl_temperature": args.scl_temperature, "scl_threshold": args.scl_threshold,
-        "focal_gamma": args.focal_gamma,
+        "focal_gamma": args.focal_gamma, "train_mask_mode": args.train_mask_mode,
+        "cs_logit_adjust": args.cs_logit_adjust, "sg_logit_adjust": args.sg_logit_adjust,
         # declared in config (model group): the gate prior uses the same ids
         "head_experts": parse_id_list(args.head_experts, "--head_experts"),
         "tail_experts": parse_id_list(args.tail_experts, "--tail_experts"),

@@ -40,7 +40,7 @@ from models.gate import GATE_PRIOR_MODES, RuleGate, check_expert_ids
 from models.gate import gate_prior as build_gate_prior
 from models.layers import CosineClassifier, as_model_input, check_positive, jsonable
 from models.registry import FRONTENDS, MODELS
-from utils.crystal import N_CS, N_SG, SG_TO_CS, cs_sg_mask
+from utils.crystal import N_CS, N_SG, SG_TO_CS, cs_sg_mask, soft_cs_mask
 from utils.errors import ConfigError
 
 MASK_MODES = ("hard", "soft", "none")
@@ -56,17 +56,14 @@ def hard_mask(logits: torch.Tensor, cs_pred: torch.Tensor, allowed: torch.Tensor
     return torch.where(allowed[cs_pred], logits, logits - MASK_PENALTY)
 
 
-def soft_mask(logits: torch.Tensor, cs_logits: torch.Tensor, allowed: torch.Tensor,
-              sg_to_cs: torch.Tensor) -> torch.Tensor:
-    """``log p_cs[cs(g)] + o_g − logsumexp_{g' ∈ cs(g)} o_g'``: (B, 230), logsumexp over groups = 0.
+def soft_mask(logits: torch.Tensor, cs_logits: torch.Tensor) -> torch.Tensor:
+    """``log p_cs[cs(g)] + o_g − logsumexp_{g' ∈ cs(g)} o_g'``: (B, 230), logsumexp over groups = 0
+    (:func:`utils.crystal.soft_cs_mask`, shared with the ICL loss's soft training mask).
 
     Args:
-        logits: (B, 230) o. cs_logits: (B, 7). allowed: (7, 230) bool. sg_to_cs: (230,) long.
+        logits: (B, 230) o. cs_logits: (B, 7).
     """
-    o = logits.float()
-    per_cs = o.unsqueeze(1).masked_fill(~allowed, float("-inf")).logsumexp(dim=-1)   # (B, 7)
-    log_p_cs = F.log_softmax(cs_logits.float(), dim=-1)
-    return (log_p_cs - per_cs)[:, sg_to_cs] + o
+    return soft_cs_mask(logits, cs_logits)
 
 
 @MODELS.register("icl_moe")
@@ -171,7 +168,7 @@ class ICLMoE(nn.Module):
         if self.mask_mode == "hard":
             return hard_mask(ensemble, cs_logits.argmax(dim=-1), self.cs_sg_mask)
         if self.mask_mode == "soft":
-            return soft_mask(ensemble, cs_logits, self.cs_sg_mask, self.sg_to_cs)
+            return soft_mask(ensemble, cs_logits)
         return ensemble
 
     def classifier_parameters(self) -> list[nn.Parameter]:
@@ -206,7 +203,8 @@ def icl_moe_kwargs(args: Any) -> dict[str, Any]:
     ids = {k: [int(t) for t in str(getattr(args, k)).split(",") if t.strip()]
            for k in ("head_experts", "tail_experts")}
     return dict(num_experts=args.num_experts, expert_mode=args.expert_mode, mask_mode=args.mask_mode,
-                learn_gate_prior=args.learn_gate_prior, **ids)
+                learn_gate_prior=args.learn_gate_prior,
+                gate_prior_strength=getattr(args, "gate_prior_strength", 1.0), **ids)
 
 
 ICLMoE.args_to_kwargs = staticmethod(icl_moe_kwargs)

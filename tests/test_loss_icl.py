@@ -358,3 +358,72 @@ def test_hard_negative_miner_loss_update_and_state_dict_round_trip():
     for name in ("prototypes", "seen", "confusion"):
         assert torch.equal(getattr(fresh.hnm, name), getattr(loss.hnm, name))
     assert "l_hnm" not in _loss()(out, batch)
+
+
+# --------------------------------------------------------------------------- ablation switches
+def _naive_log_prior(counts, groups_of):
+    """log π over the groups given by ``groups_of`` (a list: class → group), counts clamped at 1."""
+    n_groups = max(groups_of) + 1
+    tot = [0.0] * n_groups
+    for c, n in enumerate(counts.tolist()):
+        tot[groups_of[c]] += n
+    tot = [max(t, 1.0) for t in tot]
+    return [math.log(t / sum(tot)) for t in tot]
+
+
+def test_train_mask_none_is_plain_ce_over_all_groups():
+    out, batch = _make()
+    res = _loss(train_mask_mode="none")(out, batch)
+    o = out["ensemble_logits"].detach()
+    assert res["l_sg"].item() == pytest.approx(naive_ce(o, batch["y_sg"]), rel=1e-5)
+
+
+def test_train_mask_soft_is_the_two_level_nll():
+    """L_sg = −log p_cs(y_cs) − log softmax-within-system(o)[y], written with loops."""
+    out, batch = _make()
+    res = _loss(train_mask_mode="soft")(out, batch)
+    o, z, y = out["ensemble_logits"].detach(), out["cs_logits"].detach(), batch["y_sg"]
+    tot = 0.0
+    for i in range(len(y)):
+        c = int(SG_TO_CS[int(y[i])])
+        keep = [s for s in range(NC) if SG_TO_CS[s] == c]
+        within = _logsoftmax([o[i, s].item() for s in keep])[keep.index(int(y[i]))]
+        tot += -(_logsoftmax(z[i].tolist())[c] + within)
+    assert res["l_sg"].item() == pytest.approx(tot / len(y), rel=1e-5)
+    assert res["l_sys"].item() == pytest.approx(naive_ce(z, batch["y_cs"]), rel=1e-5)  # unchanged
+
+
+def test_cs_logit_adjust_adds_tau_log_prior_of_the_systems():
+    out, batch = _make()
+    counts = _counts()
+    res = ICLLoss(counts, _rule(), cs_logit_adjust=0.7)(out, batch)
+    log_pi = _naive_log_prior(counts, [int(c) for c in SG_TO_CS])
+    z = out["cs_logits"].detach()
+    adj = torch.stack([z[i] + 0.7 * torch.tensor(log_pi) for i in range(len(z))])
+    assert res["l_sys"].item() == pytest.approx(naive_ce(adj, batch["y_cs"]), rel=1e-5)
+    plain = ICLLoss(counts, _rule())(out, batch)
+    assert res["l_sg"].item() == pytest.approx(plain["l_sg"].item(), rel=1e-6)
+    assert res["l_sys"].item() != pytest.approx(plain["l_sys"].item(), rel=1e-3)
+
+
+def test_sg_logit_adjust_with_hard_mask_and_zero_counts():
+    out, batch = _make()
+    counts = _counts()
+    counts[5] = 0  # a group never seen in training: prior clamped at one sample
+    res = ICLLoss(counts, _rule(), sg_logit_adjust=1.0)(out, batch)
+    log_pi = _naive_log_prior(counts, list(range(NC)))
+    o = out["ensemble_logits"].detach() + torch.tensor(log_pi)
+    assert res["l_sg"].item() == pytest.approx(naive_sg(o, batch["y_sg"]), rel=1e-5)
+
+
+def test_train_mask_mode_flag_and_bad_value():
+    from config.args import get_args_parser
+
+    p = get_args_parser()
+    ICLLoss.add_args(p)
+    assert p.parse_args([]).train_mask_mode == "hard"  # the method as published by default
+    args = p.parse_args(["--train_mask_mode", "soft", "--cs_logit_adjust", "1", "--sg_logit_adjust", "0.5"])
+    kw = icl_kwargs(args)
+    assert (kw["train_mask_mode"], kw["cs_logit_adjust"], kw["sg_logit_adjust"]) == ("soft", 1.0, 0.5)
+    with pytest.raises(ConfigError, match="train_mask_mode"):
+        _loss(train_mask_mode="sometimes")

@@ -167,7 +167,7 @@ def test_bf16_autocast_keeps_gate_and_masking_exact():
 def test_soft_mask_is_a_normalised_two_level_distribution():
     g = torch.Generator().manual_seed(0)
     logits, cs_logits = torch.randn(5, N_SG, generator=g) * 30, torch.randn(5, N_CS, generator=g) * 5
-    out = soft_mask(logits, cs_logits, cs_sg_mask(), torch.as_tensor(SG_TO_CS))
+    out = soft_mask(logits, cs_logits)
     torch.testing.assert_close(out.logsumexp(-1), torch.zeros(5), atol=1e-5, rtol=0)
     p = out.exp()
     for c in range(N_CS):
@@ -347,3 +347,16 @@ def test_factory_errors():
         _model("linear")(torch.rand(2, 1, 1, 64))
     seven = create_model("linear", num_classes=7, frontend_kwargs=SMALL["restcn"])
     assert seven(_x())["logits"].shape == (B, 7)
+
+
+def test_gate_prior_strength_zero_switches_the_rule_prior_off():
+    counts = np.where(np.arange(N_SG) % 3 == 0, 500, 3)   # systems differ in their tail fraction
+    on = _model("icl_moe", class_counts=counts)
+    off = _model("icl_moe", class_counts=counts, gate_prior_strength=0.0)
+    assert on.gate.prior.abs().max() > 0.1
+    assert off.gate.prior.abs().max() == 0
+    assert off.config["gate_prior_strength"] == 0.0
+    # the rebuilt model (checkpoint path: config + state_dict) keeps the prior switched off
+    again = create_model(**off.config)
+    again.load_state_dict(off.state_dict())
+    assert again.gate.prior.abs().max() == 0

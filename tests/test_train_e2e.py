@@ -53,6 +53,18 @@ def test_train_then_test_then_predict(tiny_data, tmp_path, method, capsys):
     for k in ("sg_top5", "sg_top1_enantio", "cs_acc", "macro_f1", "many_acc", "few_acc"):
         assert k in metrics
 
+    # ablations that need no training: shot groups from another count file, inference masking
+    counts = tmp_path / "counts.csv"
+    counts.write_text("".join(f"{g},500\n" for g in range(1, 231)))
+    extra = ["--ckpt", str(run / "best.pt"), "--out_dir", str(tmp_path / "eval2"),
+             "--eval_counts_path", str(counts), "--mask_mode", "none"]
+    if method == "icl":
+        other = _load("test").main(extra)
+        assert other["n_few"] == 0 and other["n_medium"] == 0 and other["n_many"] > 0  # all > 100
+    else:
+        with pytest.raises(SystemExit, match="no crystal-system masking"):
+            _load("test").main(extra)
+
 
 def test_resume_equals_uninterrupted(tiny_data, tmp_path):
     common = ["--epochs", "2", "--use_contrast_scheme2"]

@@ -56,6 +56,24 @@ def cs_sg_mask(device: torch.device | str | None = None) -> torch.Tensor:
     return m
 
 
+def soft_cs_mask(logits: torch.Tensor, cs_logits: torch.Tensor) -> torch.Tensor:
+    """Two-level log distribution over the 230 space groups from SG scores and CS scores:
+    ``log p_cs[cs(g)] + o_g − logsumexp_{g' ∈ cs(g)} o_g'`` (logsumexp over groups = 0), i.e.
+    p(g) = p(system) · p(g | system) with p(g | system) the softmax of o within the system.
+
+    Args:
+        logits: (B, 230) space-group scores o. cs_logits: (B, 7) crystal-system scores.
+
+    Returns:
+        (B, 230) float32 log-probabilities.
+    """
+    o = logits.float()
+    allowed = cs_sg_mask(o.device)                                               # (7, 230)
+    per_cs = o.unsqueeze(1).masked_fill(~allowed, float("-inf")).logsumexp(dim=-1)  # (B, 7)
+    log_p_cs = torch.log_softmax(cs_logits.float(), dim=-1)
+    return (log_p_cs - per_cs)[:, torch.as_tensor(SG_TO_CS, device=o.device)] + o
+
+
 def enantiomorph_partner() -> np.ndarray:
     """(230,) int: the 0-based partner of each space group (itself when it has none)."""
     partner = np.arange(N_SG)
