@@ -34,6 +34,7 @@ from metrics.plots import (
     plot_gate_heatmap,
     plot_lr_schedule,
     plot_per_class_vs_count,
+    plot_per_class_vs_count_methods,
     plot_sg_confusion_by_cs,
     plot_training_curves,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "gate_usage", "gate_usage_by_cs",
     "macro_f1", "macro_recall", "per_class_accuracy", "per_class_mean", "per_class_table",
     "plot_cs_confusion", "plot_gate_heatmap", "plot_lr_schedule", "plot_per_class_vs_count",
+    "plot_per_class_vs_count_methods",
     "plot_sg_confusion_by_cs", "plot_training_curves", "precision_recall_f1", "sg_to_cs_np",
     "shot_accuracy", "shot_groups", "summarize", "topk_accuracy", "topk_correct",
     "true_class_rank", "write_per_class_csv",

@@ -168,6 +168,61 @@ def plot_per_class_vs_count(per_class_acc: Any, counts: Any, path: str | os.Path
     return _save(fig, path)
 
 
+def plot_per_class_vs_count_methods(per_class_acc: dict[str, Any], counts: Any, path: str | os.PathLike,
+                                    preset: str = "standard", n_bins: int = 8,
+                                    title: str = "Per-class accuracy vs training count") -> Path:
+    """Several methods in one figure: per method the binned mean of per-class accuracy against
+    training count (log-spaced bins over the classes present in the evaluation set), averaged
+    over seeds, with ± one standard deviation across seeds as error bars; shot groups shaded.
+
+    Args:
+        per_class_acc: ``{label: (S, C) or (C,) accuracy}`` (S seeds; NaN = class absent from
+            the evaluation set).
+        counts: (C,) training counts (the same for every method); 0 is drawn at 0.5.
+        path: output PNG.
+    """
+    n = np.asarray(to_numpy(counts), dtype=float)
+    x = np.where(n > 0, n, 0.5)
+    groups = shot_groups(n, preset)
+    accs = {k: np.atleast_2d(np.asarray(to_numpy(v), dtype=float)) for k, v in per_class_acc.items()}
+    ok = np.zeros(len(n), dtype=bool)
+    for a in accs.values():
+        ok |= np.isfinite(a).any(0)
+    if not ok.any():
+        raise ValueError("plot_per_class_vs_count_methods: no class with an accuracy to draw")
+    b = np.logspace(np.log10(x[ok].min()), np.log10(x[ok].max() * 1.0001), n_bins + 1)
+    idx = np.clip(np.digitize(x, b) - 1, 0, n_bins - 1)
+    centre = np.sqrt(b[:-1] * b[1:])
+    fig = Figure(figsize=(10, 5.5))
+    ax = fig.subplots()
+    ax.set_xscale("log")
+    lo, hi = b[0] / 1.5, b[-1] * 1.5
+    edges = {"few": (lo, groups.low), "medium": (groups.low, groups.high), "many": (groups.high, hi)}
+    for g in reversed(GROUPS):
+        ax.axvspan(*edges[g], color=_BAND[g], zorder=0, label=f"{g} ({groups.rules[g]})")
+    for i, (label, a) in enumerate(accs.items()):
+        per_seed = np.full((len(a), n_bins), np.nan)
+        for s, row in enumerate(a):
+            for j in range(n_bins):
+                sel = (idx == j) & np.isfinite(row)
+                if sel.any():
+                    per_seed[s, j] = row[sel].mean()
+        have = np.isfinite(per_seed).any(0)
+        mean = np.nanmean(per_seed[:, have], axis=0)
+        sd = np.nanstd(per_seed[:, have], axis=0, ddof=1) if len(a) > 1 else None
+        ax.errorbar(centre[have] * (1 + 0.03 * (i - len(accs) / 2)), mean, yerr=sd, fmt="-o", ms=4,
+                    lw=1.5, capsize=2, color=f"C{i}", label=f"{label} ({len(a)} seed{'s' * (len(a) > 1)})",
+                    zorder=3)
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("training samples per class (log scale; 0 drawn at 0.5)")
+    ax.set_ylabel("per-class top-1 accuracy (binned mean)")
+    ax.set_title(f"{title} ({int(ok.sum())} classes, {n_bins} log bins)")
+    ax.grid(alpha=0.3, which="major")
+    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _save(fig, path)
+
+
 def plot_cs_confusion(y_true_cs: Any, y_pred_cs: Any, path: str | os.PathLike) -> Path:
     """7×7 crystal-system confusion, row-normalised (rows: true), annotated with fractions."""
     t, p = as_labels(y_true_cs, N_CS, "y_true_cs"), as_labels(y_pred_cs, N_CS, "y_pred_cs")

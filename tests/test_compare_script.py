@@ -18,7 +18,9 @@ METHODS = ["icl", "ce", "glmc", "ncl", "arb", "gh"]
 def test_compare_methods_script_writes_one_table(tiny_data, tmp_path):
     results = tmp_path / "RESULTS.md"
     results.write_text("# Results\n\nkept text\n")
+    plot = tmp_path / "per_class_methods.png"
     env = dict(os.environ, DATA=str(tiny_data), OUT=str(tmp_path / "runs"), RESULTS=str(results),
+               PLOT=str(plot), CACHE=str(tmp_path / "cache"), EXT="",
                METHODS=" ".join(METHODS), OMP_NUM_THREADS="1", WANDB_MODE="disabled",
                PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     # the quick preset trains on new crystals (--data_source stream): the tiny files here instead
@@ -32,8 +34,34 @@ def test_compare_methods_script_writes_one_table(tiny_data, tmp_path):
             if line.startswith("| ") and line.split("|")[1].strip() in METHODS]
     assert [r.split("|")[1].strip() for r in rows] == METHODS
     for r in rows:
+        assert r.split("|")[2].strip() == "1/1 (7)", r     # runs done (seeds)
         cells = [c.strip() for c in r.split("|")[3:-1]]
         assert all(c not in ("", "nan") for c in cells), r
+    assert plot.is_file()
+    for m in METHODS:  # the evaluation the table reads (real crystals skipped here: EXT="")
+        assert (tmp_path / "runs" / "seed7" / m / "eval" / "test_metrics.json").is_file()
     # re-running reuses finished runs and rewrites the section in place
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
     assert results.read_text().count("<!-- compare_methods:begin -->") == 1
+
+
+@pytest.mark.slow
+def test_ablation_script_trains_variants_and_evaluates_inference_masks(tiny_data, tmp_path):
+    results = tmp_path / "RESULTS.md"
+    env = dict(os.environ, DATA=str(tiny_data), OUT=str(tmp_path / "abl"), OUT_COMPARE=str(tmp_path / "cmp"),
+               RESULTS=str(results), ONLY="train_none", EXT="", OMP_NUM_THREADS="1", WANDB_MODE="disabled",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    cmd = ["bash", str(ROOT / "scripts/default/ablation.sh"), "3", "--epochs", "1", "--data_source", "files",
+           "--width_mult", "0.125", "--batch_size", "16", "--device", "cpu"]
+    subprocess.run(cmd, check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    text = results.read_text()
+    base = tmp_path / "cmp" / "seed3" / "icl"
+    assert (base / "eval_mask_soft" / "test_metrics.json").is_file()
+    assert (tmp_path / "abl" / "seed3" / "train_none" / "eval_mask_hard" / "test_metrics.json").is_file()
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    for label in ("ICL, default recipe (train mask hard, inference mask hard)",
+                  "training mask hard, inference mask none", "training mask none, inference mask none",
+                  "training mask none, inference mask soft"):
+        assert "not run yet" not in rows[label] and "–" not in rows[label].split("|")[2], label
+    assert "not run yet" in rows["training mask soft, inference mask hard"]   # not in ONLY
+    assert "not run yet" in rows["without L_scl (`--lambda_scl 0`)"]

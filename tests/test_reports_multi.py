@@ -1,0 +1,75 @@
+"""reports_multi.py: mean ± sd over seeds, the target verdict, the ablation table and the figure,
+on hand-made run directories whose numbers are checked by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import reports_multi as rm
+
+
+def _run(path, metrics, acc, ext=None):
+    ev = path / "eval"
+    ev.mkdir(parents=True)
+    (ev / "test_metrics.json").write_text(json.dumps(metrics))
+    counts = np.where(np.arange(230) < 10, 300, 5)           # 10 many-shot, 220 few-shot classes
+    lines = ["sg,train_count,n_eval,accuracy"]
+    lines += [f"{g + 1},{counts[g]},{4 if g < 200 else 0},{acc if g < 200 else ''}" for g in range(230)]
+    (ev / "per_class.csv").write_text("\n".join(lines) + "\n")
+    if ext is not None:
+        (ev / rm.EXTERNAL).mkdir()
+        (ev / rm.EXTERNAL / "test_metrics.json").write_text(json.dumps(ext))
+
+
+def _m(top1, few, f1):
+    return {"sg_top1": top1, "sg_top5": 2 * top1, "cs_acc": 0.5, "few_acc": few, "macro_f1": f1,
+            "many_acc": 0.9, "lab_sg_top1": top1 - 0.01}
+
+
+def test_seed_table_mean_sd_runs_done_verdict_and_plot(tmp_path):
+    root = tmp_path / "compare"
+    _run(root / "seed0" / "icl", _m(0.10, 0.20, 0.10), 0.2, ext={"sg_top1": 0.3, "cs_acc": 0.6})
+    _run(root / "seed1" / "icl", _m(0.12, 0.24, 0.12), 0.3)
+    _run(root / "seed0" / "ce", _m(0.08, 0.10, 0.08), 0.1)
+    _run(root / "seed1" / "ce", _m(0.09, 0.12, 0.09), 0.1)
+    plot = tmp_path / "fig.png"
+    table = rm.seed_table(root, ["icl", "ce", "arb"], [0, 1, 2], plot=plot)
+    icl = next(line for line in table.splitlines() if line.startswith("| icl |"))
+    cells = [c.strip() for c in icl.strip("|").split("|")]
+    assert cells[1] == "2/3 (0, 1)"
+    # SG top-1: mean 11.0, sd (ddof 1) of 10 and 12 = 1.414
+    assert cells[2] == "11.0 ± 1.4"
+    assert cells[-2] == "30.0"                                  # one real-crystal evaluation
+    assert "| arb | 0/3 (–) |" in table
+    assert "*always the most common training class*" in table
+    # few-shot: icl 22.0 ± 2.8 vs ce 11.0 ± 1.4: +11 points > the larger sd 2.8, a win
+    assert "few-shot accuracy: icl 22.0 vs best baseline ce 11.0 (+11.0 points, larger sd 2.8): icl beats" in table
+    assert plot.is_file() and plot.stat().st_size > 10_000
+
+
+def test_verdict_does_not_call_a_win_inside_the_noise_or_with_one_seed(tmp_path):
+    one = {"icl": [{("", "few_acc"): 0.2, ("", "macro_f1"): 0.1}], "ce": [{("", "few_acc"): 0.1,
+                                                                           ("", "macro_f1"): 0.1}]}
+    assert "no call" in rm.verdict(one)
+    noisy = {"icl": [{("", "few_acc"): a, ("", "macro_f1"): a} for a in (0.1, 0.3)],
+             "ce": [{("", "few_acc"): a, ("", "macro_f1"): a} for a in (0.15, 0.16)]}
+    assert "does NOT beat" in rm.verdict(noisy)
+
+
+def test_ablation_table_rows_and_missing_runs(tmp_path):
+    _run(tmp_path / "base", _m(0.10, 0.2, 0.1), 0.2)
+    table = rm.main(["ablation", "--row", f"ICL={tmp_path / 'base'}:eval",
+                     "--row", f"no L_scl={tmp_path / 'missing'}:eval",
+                     "--out", str(tmp_path / "R.md"), "--section", "abl"])
+    assert "| ICL | 10.0 | 20.0 | 50.0 |" in table
+    assert "| no L_scl | not run yet |" in table
+    text = (tmp_path / "R.md").read_text()
+    assert "<!-- abl:begin -->" in text and "no L_scl" in text
+
+
+def test_plot_needs_some_accuracy(tmp_path):
+    with pytest.raises(ValueError, match="no class"):
+        rm.plot_per_class_vs_count_methods({"a": np.full(230, np.nan)}, np.ones(230), tmp_path / "x.png")
