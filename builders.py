@@ -134,7 +134,7 @@ def with_stream(bundle: DataBundle, args: argparse.Namespace) -> None:
                          seed=args.seed, profile=args.stream_profile,
                          opts={**opts, "two_theta_range": tt_range}, max_atoms=int(settings["max_atoms"]),
                          engine=args.stream_engine, engine_kwargs=engine_kwargs[args.stream_engine],
-                         epochs=args.epochs, groups=settings.get("groups"))
+                         epochs=args.epochs, groups=settings.get("groups"), cache_dir=args.stream_cache)
     bundle.train = ds
     bundle.class_counts = counts_from_labels(ds.labels)
     collate = bundle.train_collate

@@ -16,6 +16,7 @@ written before either existed load unchanged (no lattice augmentation for them).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,14 +110,18 @@ class PeakTable:
         """Write atomically (temp file + ``os.replace``)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
+        # a name of its own per writer: runs sharing a cache (``--stream_cache``) may write one file at once
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         arrays = {"offsets": self.offsets, "two_theta": self.two_theta, "intensity": self.intensity,
                   "sg": self.sg, "wavelength": np.float64(self.wavelength)}
         arrays.update({f"meta_{k}": v for k, v in self.meta.items()})
         arrays.update(to_arrays(self.structures))
         arrays.update(to_arrays(self.families))
-        np.savez_compressed(tmp, **arrays)
-        os.replace(tmp, path)
+        try:
+            np.savez_compressed(tmp, **arrays)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     @classmethod

@@ -19,6 +19,8 @@ stay fixed files). Design:
   for it if needed, and starts epoch e+1 in a background thread that drives the engine's worker
   processes (``datasets.synthesis.engines``). Epoch e's table depends only on (seed, e) (except
   for slots that fell back to their previous crystal), so a resumed run sees the same crystals.
+* **Cache** (``cache_dir``, ``--stream_cache``): each epoch's table is saved, and loaded instead of
+  generated when present (``datasets.synthesis.stream_cache``): same items, bitwise, either way.
 * **Pickling** drops the thread and the engine: DataLoader workers get the current table only.
 """
 
@@ -41,11 +43,13 @@ from datasets.synthesis.families import FAMILY_MIN_REL
 from datasets.synthesis.jobs import JobRunner, empty_result
 from datasets.synthesis.plan import Job, draw_job, group_totals, load_mp_table, rows_by_group, train_counts
 from datasets.synthesis.reflections import G_MARGIN, form_factor_table
+from datasets.synthesis.stream_cache import EpochCache, key_inputs
 from utils.crystal import SG_TO_CS
 from utils.errors import ConfigError
 
 STREAM_SEED_SALT = 0x57E4  # stream jobs: a seed space of their own (the file set uses seed 0)
-STAT_KEYS = ("generated", "failed", "retried", "hung", "lost", "crashed_workers", "fallback", "waited_s")
+STAT_KEYS = ("generated", "failed", "retried", "hung", "lost", "crashed_workers", "fallback", "waited_s",
+             "cached")
 
 
 def stream_seed(run_seed: int, attempt: int) -> int:
@@ -134,13 +138,14 @@ class StructureStream(Dataset):
         groups: restrict the slots to these space groups (tests, quick runs).
         job_fn: the callable run per job (default ``StreamJob(JobRunner(table_path, opts), ...)``).
         progress: show a progress bar while training waits for a table.
+        cache_dir: epoch cache folder (None: off), :mod:`datasets.synthesis.stream_cache`.
     """
 
     def __init__(self, table_path: str, n_structures: int = 2000, reuse: int = 4, seed: int = 0,
                  profile: str = "mp", opts: dict | None = None, max_atoms: int = 60, engine: str = "local",
                  engine_kwargs: dict | None = None, max_tries: int = 3, epochs: int | None = None,
                  groups: list[int] | None = None, job_fn: Callable[[Job], dict] | None = None,
-                 progress: bool = True) -> None:
+                 progress: bool = True, cache_dir: str | None = None) -> None:
         if n_structures < 1 or reuse < 1 or max_tries < 1:
             raise ConfigError("stream: --stream_structures, --stream_reuse and max_tries must be >= 1")
         if profile not in ("mp", "balanced"):
@@ -156,6 +161,9 @@ class StructureStream(Dataset):
         self._cand = {int(g): cand[int(g)] for g in np.unique(self.slot_sg)}
         self.job_fn = job_fn or StreamJob(JobRunner(table_path, self.opts), self.wavelength,
                                           float(self.opts["two_theta_range"][1]))
+        self.cache = None if cache_dir is None else EpochCache(cache_dir, key_inputs(
+            table_path, self.seed, self.n, profile, self.opts, max_atoms, groups, self.max_tries, self.job_fn,
+            family_min_rel=FAMILY_MIN_REL, g_margin=G_MARGIN))
         self.engine_name = engine
         self.engine_kwargs = dict({"workers": 1, "inline": False} if engine_kwargs is None else engine_kwargs)
         self.epochs, self.progress = epochs, bool(progress)
@@ -166,7 +174,8 @@ class StructureStream(Dataset):
         self._next: dict[str, Any] = {}  # the background epoch: {"epoch", "table", "stats", "error", "stop"}
         self.epoch, self.table = 0, None
         t0, stats = time.perf_counter(), self._new_stats()
-        self.table = self._generate(0, None, stats, threading.Event(), bar=True)
+        # canonical: the table an uninterrupted run has (what the cache may hold), stream_cache
+        self.table, self._canonical = self._obtain(0, None, True, stats, threading.Event(), bar=True)
         self._account(0, stats, time.perf_counter() - t0, waited=False)
 
     # ------------------------------------------------------------------ dataset
@@ -205,16 +214,17 @@ class StructureStream(Dataset):
                 self._thread.join()
                 if self._next["error"] is not None:
                     raise self._next["error"]
-                table, stats = self._next["table"], self._next["stats"]
+                table, stats, canonical = self._next["table"], self._next["stats"], self._next["canonical"]
                 gen_s = self._next.get("seconds")
             else:  # a jump (resume at epoch > 0): drop the prefetch, generate here
                 self._stop_background()
                 stats = self._new_stats()
-                table = self._generate(epoch, self.table, stats, threading.Event(), bar=True)
+                ok = self._canonical and epoch == self.epoch + 1
+                table, canonical = self._obtain(epoch, self.table, ok, stats, threading.Event(), bar=True)
                 gen_s = None
             self._next = {}
             waited = time.perf_counter() - t0
-            self.table, self.epoch = table, epoch
+            self.table, self.epoch, self._canonical = table, epoch, canonical
             self._account(epoch, stats, waited, waited=True, gen_s=gen_s)
         self._prefetch(epoch + 1)
 
@@ -232,12 +242,13 @@ class StructureStream(Dataset):
         nxt = {"epoch": epoch, "table": None, "stats": self._new_stats(), "error": None,
                "stop": threading.Event()}
 
-        previous = self.table
+        previous, prev_ok = self.table, self._canonical and epoch == self.epoch + 1
 
         def run() -> None:
             t0 = time.perf_counter()
             try:
-                nxt["table"] = self._generate(epoch, previous, nxt["stats"], nxt["stop"], bar=False)
+                got = self._obtain(epoch, previous, prev_ok, nxt["stats"], nxt["stop"], bar=False)
+                nxt["table"], nxt["canonical"] = got
                 nxt["seconds"] = time.perf_counter() - t0  # wall time beside training: the supply rate
             except BaseException as exc:  # re-raised in the training thread by set_epoch
                 nxt["error"] = exc
@@ -265,6 +276,20 @@ class StructureStream(Dataset):
     def _imap(self, jobs: list[Job]):
         on_fail = lambda job, reason: {**empty_result(job, errors=reason), "reason": reason}  # noqa: E731
         return self._get_engine().imap_unordered(self.job_fn, jobs, on_fail=on_fail)
+
+    def _obtain(self, epoch: int, previous: PeakTable | None, prev_ok: bool, stats: dict[str, float],
+                stop: threading.Event, bar: bool) -> tuple[PeakTable, bool]:
+        """(epoch ``epoch``'s table, whether canonical): from the cache, else generated (and cached
+        when canonical: ``previous`` is epoch − 1's canonical table, or no slot fell back)."""
+        table = None if self.cache is None else self.cache.load(epoch, self.slot_sg)
+        if table is not None:
+            stats["cached"] = 1
+            return table, True
+        table = self._generate(epoch, previous, stats, stop, bar)
+        canonical = not stop.is_set() and (prev_ok or not stats["fallback"])
+        if self.cache is not None and canonical:
+            self.cache.save(epoch, table)
+        return table, canonical
 
     def _generate(self, epoch: int, previous: PeakTable | None, stats: dict[str, float],
                   stop: threading.Event, bar: bool) -> PeakTable:
@@ -358,6 +383,9 @@ class StructureStream(Dataset):
         what = f"training waited {seconds:.1f} s" if waited else f"generated in {seconds:.1f} s"
         if gen_s is not None:
             what = f"training waited {seconds:.1f} s; generated in {gen_s:.1f} s beside training"
+        if stats["cached"]:
+            what = f"training waited {seconds:.1f} s; loaded from cache" if waited else \
+                f"loaded from cache in {seconds:.1f} s"
         logger.info(f"stream epoch {epoch}: {self.n} crystals ({what}); generated {stats['generated']}, "
                     f"failed {stats['failed']}, retried {stats['retried']}, hung {stats['hung']}, "
                     f"crashed workers {stats['crashed_workers']}, kept previous {stats['fallback']}")
