@@ -41,8 +41,39 @@ def _check(logits: Any, y_sg: Any, where: str, n_classes: int = N_SG) -> tuple[n
     return z, y
 
 
+def hierarchy_diagnostics(ensemble_logits: Any, cs_logits: Any, y_sg: Any, class_counts: Any,
+                          preset: str = "standard") -> dict[str, float]:
+    """Where a crystal-system-masked prediction loses accuracy (ICL's hard mask caps SG top-1 at
+    the system head's accuracy): the space-group ranking as if the true system were known, and
+    the system head's accuracy, each overall and per shot group (mean over present classes).
+
+    Args:
+        ensemble_logits: (N, 230) unmasked space-group scores. cs_logits: (N, 7) or None.
+        y_sg: (N,) 0-based labels. class_counts: (230,) training counts (shot groups).
+
+    Returns:
+        ``sg_top1_cs_oracle`` and ``{many,medium,few}_acc_cs_oracle`` (argmax of the scores within
+        the TRUE system); with ``cs_logits``: ``cs_head_{many,medium,few}_acc``.
+    """
+    counts = as_counts(class_counts)
+    z, y = _check(ensemble_logits, y_sg, "metrics.hierarchy_diagnostics", len(counts))
+    allowed = SG_TO_CS[None, :] == SG_TO_CS[y][:, None]                  # (N, 230)
+    oracle = np.where(allowed, z, -np.inf).argmax(1) == y
+    acc, n_eval = per_class_mean(oracle, y, len(counts))
+    out = {"sg_top1_cs_oracle": float(oracle.mean()) if len(y) else float("nan")}
+    out.update({f"{g}_cs_oracle": v for g, v in shot_accuracy(acc, counts, preset, n_eval=n_eval).items()
+                if g.endswith("_acc")})
+    if cs_logits is not None:
+        hit = as_scores(cs_logits, name="cs_logits").argmax(1) == SG_TO_CS[y]
+        acc, _ = per_class_mean(hit, y, len(counts))
+        out.update({f"cs_head_{g}": v for g, v in shot_accuracy(acc, counts, preset, n_eval=n_eval).items()
+                    if g.endswith("_acc")})
+    return out
+
+
 def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
-              topk: Iterable[int] = (1, 2, 5), preset: str = "standard") -> dict[str, float]:
+              topk: Iterable[int] = (1, 2, 5), preset: str = "standard",
+              ensemble_logits: Any = None) -> dict[str, float]:
     """Every headline metric of one evaluation.
 
     Args:
@@ -61,7 +92,9 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
         and ``macro_f1`` (over classes present in ``y_sg``), ``many_acc`` / ``medium_acc`` /
         ``few_acc`` (mean per-class accuracy; NaN for an empty group) with ``n_many`` /
         ``n_medium`` / ``n_few`` (classes present in the evaluation set), plus ``extreme_acc`` /
-        ``n_extreme`` for preset "icl-xrd", ``n_samples`` and ``n_classes_eval``.
+        ``n_extreme`` for preset "icl-xrd", ``n_samples`` and ``n_classes_eval``; with
+        ``ensemble_logits`` (a crystal-system-masked model's unmasked scores) also
+        :func:`hierarchy_diagnostics`.
     """
     where = "metrics.summarize"
     counts = as_counts(class_counts)
@@ -87,6 +120,8 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
     out.update(shot_accuracy(acc, counts, preset, n_eval=n_eval))
     out["n_samples"] = n
     out["n_classes_eval"] = int((n_eval > 0).sum())
+    if ensemble_logits is not None and sg:
+        out.update(hierarchy_diagnostics(ensemble_logits, cs_logits, y, counts, preset))
     return out
 
 

@@ -315,3 +315,25 @@ def test_per_class_table_and_csv(tmp_path):
         back = list(csv.DictReader(fh))
     assert list(back[0]) == list(PER_CLASS_COLUMNS) and len(back) == N_SG
     assert back[75]["accuracy"] == "0.5" and back[10]["accuracy"] == "" and back[0]["sg"] == "1"
+
+
+def test_hierarchy_diagnostics_by_hand():
+    """Oracle = argmax within the TRUE crystal system; the system head per shot group."""
+    from metrics.summary import hierarchy_diagnostics
+
+    counts = np.full(230, 5)
+    counts[[1, 13]] = 500                                   # P-1 (triclinic) and P2_1/c many-shot
+    z = np.zeros((3, 230))
+    z[0, 200], z[0, 1] = 9.0, 5.0                         # true P-1: global argmax cubic, oracle right
+    z[1, 14], z[1, 13] = 9.0, 1.0                         # true P2_1/c: C2/c wins inside monoclinic
+    z[2, 220] = 3.0                                         # true 221 (few-shot, cubic): 220 is cubic too
+    y = np.array([1, 13, 220])
+    cs = np.zeros((3, 7))
+    cs[0, 6], cs[1, 1], cs[2, 6] = 1.0, 1.0, 1.0          # head: wrong, right, right
+    out = hierarchy_diagnostics(z, cs, y, counts)
+    assert out["sg_top1_cs_oracle"] == pytest.approx(2 / 3)
+    assert out["many_acc_cs_oracle"] == pytest.approx(0.5) and out["few_acc_cs_oracle"] == 1.0
+    assert out["cs_head_many_acc"] == pytest.approx(0.5) and out["cs_head_few_acc"] == 1.0
+    full = summarize(z, y, counts, cs_logits=cs, ensemble_logits=z)
+    assert full["sg_top1_cs_oracle"] == out["sg_top1_cs_oracle"]
+    assert "sg_top1_cs_oracle" not in summarize(z, y, counts)
