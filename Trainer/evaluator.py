@@ -13,7 +13,7 @@ from tqdm import tqdm
 from metrics import summarize
 from utils.distributed import broadcast_module, gather_interleaved, unwrap
 
-KEEP = ("logits", "cs_logits", "gate", "ensemble_logits")
+KEEP = ("logits", "cs_logits", "gate", "ensemble_logits", "expert_logits")
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -71,7 +71,8 @@ class Evaluator:
     def summarize(self, pred: dict[str, np.ndarray]) -> dict[str, float]:
         """The metric summary (a mixture's gate usage is added by ``Trainer.moe.MoETrainer``)."""
         return summarize(pred["logits"], pred["y_sg"], self.class_counts, cs_logits=pred.get("cs_logits"),
-                         ensemble_logits=pred.get("ensemble_logits"))
+                         ensemble_logits=pred.get("ensemble_logits"),
+                         expert_logits=pred.get("expert_logits"))
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         return self.summarize(self.predict(loader))

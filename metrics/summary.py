@@ -42,7 +42,7 @@ def _check(logits: Any, y_sg: Any, where: str, n_classes: int = N_SG) -> tuple[n
 
 
 def hierarchy_diagnostics(ensemble_logits: Any, cs_logits: Any, y_sg: Any, class_counts: Any,
-                          preset: str = "standard") -> dict[str, float]:
+                          preset: str = "standard", expert_logits: Any = None) -> dict[str, float]:
     """Where a crystal-system-masked prediction loses accuracy (ICL's hard mask caps SG top-1 at
     the system head's accuracy): the space-group ranking as if the true system were known, and
     the system head's accuracy, each overall and per shot group (mean over present classes).
@@ -51,29 +51,46 @@ def hierarchy_diagnostics(ensemble_logits: Any, cs_logits: Any, y_sg: Any, class
         ensemble_logits: (N, 230) unmasked space-group scores. cs_logits: (N, 7) or None.
         y_sg: (N,) 0-based labels. class_counts: (230,) training counts (shot groups).
 
+        expert_logits: optional (N, K, 230) scores of each expert of a mixture.
+
     Returns:
         ``sg_top1_cs_oracle`` and ``{many,medium,few}_acc_cs_oracle`` (argmax of the scores within
-        the TRUE system); with ``cs_logits``: ``cs_head_{many,medium,few}_acc``.
+        the TRUE system); with ``cs_logits``: ``cs_head_{many,medium,few}_acc``; with
+        ``expert_logits``: ``expert{k}_{many,few}_acc_cs_oracle``, each expert alone (do the
+        tail experts rank the rare groups better than the head experts?).
     """
     counts = as_counts(class_counts)
     z, y = _check(ensemble_logits, y_sg, "metrics.hierarchy_diagnostics", len(counts))
     allowed = SG_TO_CS[None, :] == SG_TO_CS[y][:, None]                  # (N, 230)
-    oracle = np.where(allowed, z, -np.inf).argmax(1) == y
-    acc, n_eval = per_class_mean(oracle, y, len(counts))
+
+    def oracle_hits(scores: np.ndarray) -> np.ndarray:
+        return np.where(allowed, scores, -np.inf).argmax(1) == y
+
+    def by_shot(hit: np.ndarray) -> dict[str, float]:
+        acc, n_eval = per_class_mean(hit, y, len(counts))
+        shot = shot_accuracy(acc, counts, preset, n_eval=n_eval)
+        return {g: v for g, v in shot.items() if g.endswith("_acc")}
+
+    oracle = oracle_hits(z)
     out = {"sg_top1_cs_oracle": float(oracle.mean()) if len(y) else float("nan")}
-    out.update({f"{g}_cs_oracle": v for g, v in shot_accuracy(acc, counts, preset, n_eval=n_eval).items()
-                if g.endswith("_acc")})
+    out.update({f"{g}_cs_oracle": v for g, v in by_shot(oracle).items()})
+    if expert_logits is not None:
+        e = np.asarray(expert_logits, dtype=np.float64)
+        if e.ndim != 3 or e.shape[0] != len(y) or e.shape[2] != len(counts):
+            raise fail(DataError, "metrics.hierarchy_diagnostics", f"expert_logits has shape {e.shape}, "
+                       f"expected ({len(y)}, K, {len(counts)})", "pass outputs['expert_logits']")
+        for k in range(e.shape[1]):
+            shot = by_shot(oracle_hits(e[:, k]))
+            out.update({f"expert{k}_{g}_acc_cs_oracle": shot[f"{g}_acc"] for g in ("many", "few")})
     if cs_logits is not None:
         hit = as_scores(cs_logits, name="cs_logits").argmax(1) == SG_TO_CS[y]
-        acc, _ = per_class_mean(hit, y, len(counts))
-        out.update({f"cs_head_{g}": v for g, v in shot_accuracy(acc, counts, preset, n_eval=n_eval).items()
-                    if g.endswith("_acc")})
+        out.update({f"cs_head_{g}": v for g, v in by_shot(hit).items()})
     return out
 
 
 def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
               topk: Iterable[int] = (1, 2, 5), preset: str = "standard",
-              ensemble_logits: Any = None) -> dict[str, float]:
+              ensemble_logits: Any = None, expert_logits: Any = None) -> dict[str, float]:
     """Every headline metric of one evaluation.
 
     Args:
@@ -94,7 +111,7 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
         ``n_medium`` / ``n_few`` (classes present in the evaluation set), plus ``extreme_acc`` /
         ``n_extreme`` for preset "icl-xrd", ``n_samples`` and ``n_classes_eval``; with
         ``ensemble_logits`` (a crystal-system-masked model's unmasked scores) also
-        :func:`hierarchy_diagnostics`.
+        :func:`hierarchy_diagnostics` (per expert with ``expert_logits``).
     """
     where = "metrics.summarize"
     counts = as_counts(class_counts)
@@ -121,7 +138,7 @@ def summarize(logits: Any, y_sg: Any, class_counts: Any, cs_logits: Any = None,
     out["n_samples"] = n
     out["n_classes_eval"] = int((n_eval > 0).sum())
     if ensemble_logits is not None and sg:
-        out.update(hierarchy_diagnostics(ensemble_logits, cs_logits, y, counts, preset))
+        out.update(hierarchy_diagnostics(ensemble_logits, cs_logits, y, counts, preset, expert_logits))
     return out
 
 

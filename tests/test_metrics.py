@@ -337,3 +337,9 @@ def test_hierarchy_diagnostics_by_hand():
     full = summarize(z, y, counts, cs_logits=cs, ensemble_logits=z)
     assert full["sg_top1_cs_oracle"] == out["sg_top1_cs_oracle"]
     assert "sg_top1_cs_oracle" not in summarize(z, y, counts)
+    # per expert: expert 0 = the ensemble above, expert 1 ranks every true group first
+    experts = np.stack([z, np.eye(230)[y] * 5.0], axis=1)
+    per = hierarchy_diagnostics(z, None, y, counts, expert_logits=experts)
+    assert (per["expert0_many_acc_cs_oracle"], per["expert0_few_acc_cs_oracle"]) == (0.5, 1.0)
+    assert (per["expert1_many_acc_cs_oracle"], per["expert1_few_acc_cs_oracle"]) == (1.0, 1.0)
+    assert "cs_head_few_acc" not in per
