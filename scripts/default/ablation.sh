@@ -3,19 +3,19 @@
 # quick preset, --stream_profile mp, the same generated crystals for every variant of a seed),
 # one flag per variant, then one table into RESULTS.md (section "ablation"): SG top-1/top-5, CS,
 # extinction group, macro-F1, many/medium/few (MP counts), lab rendering and real crystals.
-# The base row is the ICL run of compare_methods.sh (OUT_COMPARE/seed<S>/icl; trained here if
-# missing). Inference-time masking needs no training: every trained masking variant is also
-# evaluated with the two other masks (test.py --mask_mode).
+# Base and variants are the method as published (--sg_logit_adjust 0, whatever the preset says)
+# plus one change each; the base is OUT/seed<S>/base. Inference-time masking needs no training:
+# every trained masking variant is also evaluated with the two other masks (test.py --mask_mode).
 # Resumable: finished variants are not retrained.
 # Usage: bash scripts/default/ablation.sh [SEED] [extra train.py flags...]
-# Env: DATA (default data/xrd_mp_default), ONLY (variant names to train, in this order; default all), OUT (default Log/ablation),
-#      OUT_COMPARE (default Log/compare), RESULTS, CACHE (default Log/stream_cache).
+# Env: DATA (default data/xrd_mp_default), ONLY (variant names to train, in this order; default all),
+#      OUT (default Log/ablation), RESULTS, CACHE (default Log/stream_cache).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEED=${1:-0}; [ $# -gt 0 ] && shift
 EXTRA=("$@")
 OUT=${OUT:-Log/ablation}/seed$SEED
-BASE=${OUT_COMPARE:-Log/compare}/seed$SEED/icl
+BASE=$OUT/base
 # name | row label | flags (one change each against the default ICL recipe)
 VARIANTS=(
   "cs_la|system head: logit-adjusted CE (τ = 1)|--cs_logit_adjust 1"
@@ -34,7 +34,8 @@ train() {  # RUN_DIR [flags]
   local run=$1; shift
   [ -f "$run/test_metrics.json" ] || python train.py --data_dir "${DATA:-data/xrd_mp_default}" \
       --config quick --method icl --seed "$SEED" --stream_profile mp \
-      --stream_cache "${CACHE:-Log/stream_cache}" --run_dir "$run" --resume auto "$@" "${EXTRA[@]}"
+      --stream_cache "${CACHE:-Log/stream_cache}" --run_dir "$run" --resume auto --sg_logit_adjust 0 \
+      "$@" "${EXTRA[@]}"
   bash scripts/default/evaluate_run.sh "$run"
 }
 train "$BASE"
@@ -46,7 +47,7 @@ for name in $want; do
     [ "$n" = "$name" ] && train "$OUT/$n" $flags
   done
 done
-rows=("ICL, default recipe (train mask hard, inference mask hard)=$BASE:eval")
+rows=("ICL as published (train mask hard, inference mask hard)=$BASE:eval")
 for run_mask in "$BASE|hard" "$OUT/train_soft|soft" "$OUT/train_none|none"; do
   run=${run_mask%%|*}; tm=${run_mask##*|}
   for im in hard soft none; do
