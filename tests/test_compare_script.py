@@ -52,7 +52,7 @@ def test_compare_and_ablation_scripts_write_their_tables(tiny_data, tmp_path):
     base = tmp_path / "abl" / "seed7" / "base"
     assert (base / "eval_mask_soft" / "test_metrics.json").is_file()
     assert yaml.safe_load((base / "args.yaml").read_text())["sg_logit_adjust"] == 0
-    assert (tmp_path / "abl" / "seed7" / "train_none" / "eval_mask_hard" / "test_metrics.json").is_file()
+    assert (tmp_path / "abl" / "seed7" / "train_none" / "eval_mask_soft" / "test_metrics.json").is_file()
     text = results.read_text()
     assert text.count("<!-- ablation:begin -->") == 1 and text.count("<!-- compare_methods:begin -->") == 1
     rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}

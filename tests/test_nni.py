@@ -265,22 +265,27 @@ def test_two_trial_experiment(tiny_data, tmp_path):
 def test_ctrl_c_stops_the_experiment(tiny_data, tmp_path):
     env = _run_sh_env(tmp_path, tiny_data, epochs=500)  # a trial that would run for a long time
     marker = str(tmp_path / "exp")
-    proc = subprocess.Popen(["bash", str(ROOT / "scripts/nni/run.sh"), "icl", "3"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Output to a file, not a pipe: the NNI manager daemon inherits run.sh's stdout, so a pipe can
+    # stay open after run.sh has exited (communicate() would then wait for the daemon, not run.sh).
+    log = tmp_path / "run_sh.log"
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(["bash", str(ROOT / "scripts/nni/run.sh"), "icl", "3"], cwd=ROOT, env=env,
+                                stdout=fh, stderr=subprocess.STDOUT, text=True)
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("waiting for the trials"):
-                break
+        deadline = time.time() + 240
+        while ("waiting for the trials" not in log.read_text() and proc.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.5)
+        assert "waiting for the trials" in log.read_text(), log.read_text()
         deadline = time.time() + 60  # until the first trial's log shows it is training
         while not list((tmp_path / "Log" / "nni").glob("*/*/log.jsonl")) and time.time() < deadline:
             time.sleep(0.5)
-        assert list((tmp_path / "Log" / "nni").glob("*/*/log.jsonl")), "".join(lines)
+        assert list((tmp_path / "Log" / "nni").glob("*/*/log.jsonl")), log.read_text()
         running = " ".join(_cmdline(pid) for pid in _nni_processes(marker))
         assert all(x in running for x in ("main.js", "-m nni --exp_params", "train.py"))  # seen
         proc.send_signal(signal.SIGINT)
-        out = "".join(lines) + proc.communicate(timeout=300)[0]  # nnictl stop is slow on a busy machine
+        proc.wait(timeout=300)  # nnictl stop is slow on a busy machine
+        out = log.read_text()
     finally:
         left = _cleanup(proc, marker)
     assert proc.returncode == 130, out

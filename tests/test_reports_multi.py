@@ -46,7 +46,8 @@ def test_seed_table_mean_sd_runs_done_verdict_and_plot(tmp_path):
     assert "| arb | 0/3 (–) |" in table
     assert "*always the most common training class*" in table
     # few-shot: icl 22.0 ± 2.8 vs ce 11.0 ± 1.4: +11 points > the larger sd 2.8, a win
-    assert "few-shot accuracy: icl 22.0 vs best baseline ce 11.0 (+11.0 points, larger sd 2.8): icl beats" in table
+    assert ("few-shot accuracy: icl 22.0 vs best baseline ce 11.0 (+11.0 points, larger sd 2.8): "
+            "icl beats") in table
     assert plot.is_file() and plot.stat().st_size > 10_000
 
 

@@ -51,9 +51,13 @@ rows=("ICL as published (train mask hard, inference mask hard)=$BASE:eval")
 for run_mask in "$BASE|hard" "$OUT/train_soft|soft" "$OUT/train_none|none"; do
   run=${run_mask%%|*}; tm=${run_mask##*|}
   for im in hard soft none; do
-    [ "$tm" = "$im" ] && { [ "$tm" = hard ] || rows+=("training mask $tm, inference mask $im=$run:eval"); continue; }
-    [ -f "$run/best.pt" ] && bash scripts/default/evaluate_run.sh "$run" "eval_mask_$im" --mask_mode "$im"
-    rows+=("training mask $tm, inference mask $im=$run:eval_mask_$im")
+    [ "$tm$im" = hardhard ] && continue                  # the first row
+    sub=eval                                             # every run is trained with --mask_mode hard
+    if [ "$im" != hard ]; then
+      sub=eval_mask_$im
+      [ -f "$run/best.pt" ] && bash scripts/default/evaluate_run.sh "$run" "$sub" --mask_mode "$im"
+    fi
+    rows+=("training mask $tm, inference mask $im=$run:$sub")
   done
 done
 for v in "${VARIANTS[@]}"; do
