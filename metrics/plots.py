@@ -158,14 +158,20 @@ def plot_per_class_vs_count(per_class_acc: Any, counts: Any, path: str | os.Path
         m = np.bincount(idx, weights=acc[ok], minlength=n_bins) / np.maximum(cnt, 1)
         centre = np.sqrt(b[:-1] * b[1:])
         ax.plot(centre[cnt > 0], m[cnt > 0], "k-o", lw=2, ms=5, label="binned mean", zorder=3)
+    _finish_count_axes(ax, lo, hi, "per-class top-1 accuracy",
+                       f"{title} ({int(ok.sum())} classes in the evaluation set, preset '{preset}')")
+    return _save(fig, path)
+
+
+def _finish_count_axes(ax: Any, lo: float, hi: float, ylabel: str, title: str) -> None:
+    """Limits, labels, grid and legend shared by the accuracy-vs-training-count plots."""
     ax.set_xlim(lo, hi)
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("training samples per class (log scale; 0 drawn at 0.5)")
-    ax.set_ylabel("per-class top-1 accuracy")
-    ax.set_title(f"{title} ({int(ok.sum())} classes in the evaluation set, preset '{preset}')")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _save(fig, path)
 
 
 def plot_per_class_vs_count_methods(per_class_acc: dict[str, Any], counts: Any, path: str | os.PathLike,
@@ -213,13 +219,8 @@ def plot_per_class_vs_count_methods(per_class_acc: dict[str, Any], counts: Any, 
         ax.errorbar(centre[have] * (1 + 0.03 * (i - len(accs) / 2)), mean, yerr=sd, fmt="-o", ms=4,
                     lw=1.5, capsize=2, color=f"C{i}", label=f"{label} ({len(a)} seed{'s' * (len(a) > 1)})",
                     zorder=3)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("training samples per class (log scale; 0 drawn at 0.5)")
-    ax.set_ylabel("per-class top-1 accuracy (binned mean)")
-    ax.set_title(f"{title} ({int(ok.sum())} classes, {n_bins} log bins)")
-    ax.grid(alpha=0.3, which="major")
-    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _finish_count_axes(ax, lo, hi, "per-class top-1 accuracy (binned mean)",
+                       f"{title} ({int(ok.sum())} classes, {n_bins} log bins)")
     return _save(fig, path)
 
 
