@@ -83,8 +83,10 @@ def mask_by_true_cs(logits: torch.Tensor, y_sg: torch.Tensor) -> torch.Tensor:
     return logits.float().masked_fill(~keep, MASK_VALUE)
 
 
-def balanced_logits(logits: torch.Tensor, class_counts: torch.Tensor) -> torch.Tensor:
-    """Balanced-softmax logits ``z + log n`` (Ren et al., "Balanced Meta-Softmax", NeurIPS 2020).
+def balanced_logits(logits: torch.Tensor, class_counts: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+    """Balanced-softmax logits ``z + log n`` (Ren et al., "Balanced Meta-Softmax", NeurIPS 2020);
+    with ``tau`` the logit-adjusted ``z + τ·log n`` of Menon et al. (ICLR 2021) — log n and the log
+    prior log π differ by a constant, which no softmax sees.
 
     Counts are clamped to ≥ 1 so a class absent from training gets log 1 = 0 instead of −inf
     (it is then strongly disfavoured by training, but an evaluation target there stays finite).
@@ -92,5 +94,6 @@ def balanced_logits(logits: torch.Tensor, class_counts: torch.Tensor) -> torch.T
     Args:
         logits: (..., C) logits.
         class_counts: (C,) training counts.
+        tau: the weight of log n.
     """
-    return logits.float() + class_counts.float().clamp_min(1.0).log()
+    return logits.float() + tau * class_counts.float().clamp_min(1.0).log()

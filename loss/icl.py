@@ -148,10 +148,8 @@ class ICLLoss(nn.Module):
         self.register_buffer("class_counts", counts)
         self.register_buffer("rule_matrix", rule)
         self.register_buffer("current_epoch", torch.zeros((), dtype=torch.long))
-        log_pi = torch.log(counts.clamp_min(1.0) / counts.clamp_min(1.0).sum())
-        cs_counts = torch.zeros(N_CS).index_add_(0, torch.as_tensor(SG_TO_CS), counts).clamp_min(1.0)
-        self.register_buffer("log_prior_sg", log_pi, persistent=False)
-        self.register_buffer("log_prior_cs", torch.log(cs_counts / cs_counts.sum()), persistent=False)
+        cs_counts = torch.zeros(N_CS).index_add_(0, torch.as_tensor(SG_TO_CS), counts)
+        self.register_buffer("cs_counts", cs_counts, persistent=False)  # derived: not in checkpoints
         self.train_mask_mode = train_mask_mode
         self.cs_logit_adjust, self.sg_logit_adjust = float(cs_logit_adjust), float(sg_logit_adjust)
 
@@ -215,14 +213,13 @@ class ICLLoss(nn.Module):
         """The CS scores L_sys is computed on: + τ_cs·log π_cs when logit-adjusted."""
         if self.cs_logit_adjust == 0:
             return cs_logits
-        return cs_logits.float() + self.cs_logit_adjust * self.log_prior_cs
+        return balanced_logits(cs_logits, self.cs_counts, self.cs_logit_adjust)
 
     def sg_loss_logits(self, ensemble: torch.Tensor, cs_logits: torch.Tensor,
                        y: torch.Tensor) -> torch.Tensor:
         """The (B, 230) scores L_sg is computed on (``train_mask_mode``, ``sg_logit_adjust``)."""
-        o = ensemble
-        if self.sg_logit_adjust != 0:
-            o = ensemble.float() + self.sg_logit_adjust * self.log_prior_sg
+        o = ensemble if self.sg_logit_adjust == 0 else balanced_logits(ensemble, self.class_counts,
+                                                                        self.sg_logit_adjust)
         if self.train_mask_mode == "hard":
             return mask_by_true_cs(o, y)
         if self.train_mask_mode == "soft":
