@@ -416,14 +416,41 @@ def test_sg_logit_adjust_with_hard_mask_and_zero_counts():
     assert res["l_sg"].item() == pytest.approx(naive_sg(o, batch["y_sg"]), rel=1e-5)
 
 
+def test_tail_logit_adjust_replaces_focal_loss_of_the_tail_experts_only():
+    """L_dol = mean over (sample, expert) of CE for head experts and CE(o_k + τ_t·log π) for tail
+    experts, written with loops; head experts' terms and L_sg are untouched."""
+    out, batch = _make()
+    counts = _counts()
+    counts[7] = 0  # clamped at one sample
+    res = ICLLoss(counts, _rule(), tail_logit_adjust=2.0, head_experts=(0, 2, 4, 6),
+                  tail_experts=(1, 3, 5, 7))(out, batch)
+    log_pi = _naive_log_prior(counts, list(range(NC)))
+    e, y = out["expert_logits"].detach(), batch["y_sg"]
+    tot = 0.0
+    for i in range(len(y)):
+        for k in range(e.shape[1]):
+            row = e[i, k].tolist()
+            if k % 2 == 1:
+                row = [v + 2.0 * lp for v, lp in zip(row, log_pi)]
+            tot += -_logsoftmax(row)[int(y[i])]
+    assert res["l_dol"].item() == pytest.approx(tot / (len(y) * e.shape[1]), rel=1e-5)
+    plain = ICLLoss(counts, _rule())(out, batch)
+    assert res["l_sg"].item() == pytest.approx(plain["l_sg"].item(), rel=1e-6)
+    assert res["l_dol"].item() != pytest.approx(plain["l_dol"].item(), rel=1e-3)
+    with pytest.raises(ConfigError, match="tail_logit_adjust"):
+        ICLLoss(counts, _rule(), tail_logit_adjust=-1.0)
+
+
 def test_train_mask_mode_flag_and_bad_value():
     from config.args import get_args_parser
 
     p = get_args_parser()
     ICLLoss.add_args(p)
     assert p.parse_args([]).train_mask_mode == "hard"  # the method as published by default
-    args = p.parse_args(["--train_mask_mode", "soft", "--cs_logit_adjust", "1", "--sg_logit_adjust", "0.5"])
+    args = p.parse_args(["--train_mask_mode", "soft", "--cs_logit_adjust", "1", "--sg_logit_adjust", "0.5",
+                         "--tail_logit_adjust", "2"])
     kw = icl_kwargs(args)
     assert (kw["train_mask_mode"], kw["cs_logit_adjust"], kw["sg_logit_adjust"]) == ("soft", 1.0, 0.5)
+    assert kw["tail_logit_adjust"] == 2.0 and p.parse_args([]).tail_logit_adjust == 0.0
     with pytest.raises(ConfigError, match="train_mask_mode"):
         _loss(train_mask_mode="sometimes")

@@ -29,6 +29,7 @@ VARIANTS=(
   "no_dol|without L_dol|--lambda_dol 0"
   "original|original experts (own layer3 each)|--expert_mode original"
   "no_hier|without L_hier (L_sys + L_sg)|--lambda_hier 0"
+  "tail_la|tail experts: logit-adjusted CE (τ_t = 2) instead of focal|--tail_logit_adjust 2"
 )
 train() {  # RUN_DIR [flags]
   local run=$1; shift
