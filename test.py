@@ -49,6 +49,10 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask_mode", default=None, choices=["hard", "soft", "none"],
                    help="ICL: evaluate with this crystal-system masking at inference instead of the "
                         "one the model was trained with (an ablation that needs no training)")
+    p.add_argument("--cs_posthoc_adjust", type=float, default=0.0, metavar="TAU",
+                   help="ICL: shift the crystal-system logits by −τ·(log π_cs − log ν_cs), from the "
+                        "checkpoint's training prior π_cs to the system prior of a test set balanced "
+                        "over space groups (post-hoc logit adjustment, Menon et al. 2021); 0 = off")
     return p
 
 
@@ -80,6 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"--mask_mode: the model in {args.ckpt} has no crystal-system masking "
                              "(only the ICL mixture of experts has). Fix: drop --mask_mode")
         model.mask_mode = args.mask_mode
+    if args.cs_posthoc_adjust:
+        if not hasattr(model, "set_cs_posthoc_adjust"):
+            raise SystemExit(f"--cs_posthoc_adjust: the model in {args.ckpt} has no crystal-system "
+                             "head (only the ICL mixture of experts has). Fix: drop the flag")
+        train_counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", bundle.class_counts))
+        shift = model.set_cs_posthoc_adjust(train_counts, args.cs_posthoc_adjust)
+        logger.info(f"crystal-system logits shifted post hoc by {np.round(shift.cpu().numpy(), 3)}")
     loaders = builders.make_loaders(bundle, args.batch_size, args.num_workers, args.seed, device)
     loader = loaders[args.split]
     if loader is None:

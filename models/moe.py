@@ -162,6 +162,34 @@ class ICLMoE(nn.Module):
         # never go stale in checkpoints.
         self.register_buffer("cs_sg_mask", cs_sg_mask(), persistent=False)
         self.register_buffer("sg_to_cs", torch.as_tensor(SG_TO_CS), persistent=False)
+        # Post-hoc CS logit shift (set_cs_posthoc_adjust; inference only, never in checkpoints).
+        self.register_buffer("cs_logit_shift", torch.zeros(N_CS), persistent=False)
+        self._cs_shift_on = False
+
+    def set_cs_posthoc_adjust(self, class_counts: Any, tau: float) -> torch.Tensor:
+        """Post-hoc logit adjustment of the crystal-system head (Menon et al., ICLR 2021, eq. 9),
+        from the training prior π_cs to the system prior of a test set balanced over space groups,
+        ν_cs = (groups in the system) / 230: ``cs_logits − τ·(log π_cs − log ν_cs)``. It changes the
+        predicted system and therefore the hard mask and the gate's rule prior. τ = 0 switches it
+        off. Returns the (7,) shift.
+
+        Args:
+            class_counts: (230,) training counts (clamped at 1 per system).
+            tau: strength τ ≥ 0.
+        """
+        if tau < 0:
+            raise ConfigError(f"ICLMoE: post-hoc CS adjustment τ = {tau} < 0. Fix: pass τ ≥ 0")
+        counts = torch.as_tensor(class_counts, dtype=torch.float64).reshape(-1)
+        if counts.shape != (N_SG,):
+            raise ConfigError(f"ICLMoE: post-hoc CS adjustment needs ({N_SG},) counts, got "
+                              f"{tuple(counts.shape)}. Fix: pass the training histogram")
+        idx = torch.as_tensor(SG_TO_CS)
+        pi = torch.zeros(N_CS, dtype=torch.float64).index_add_(0, idx, counts).clamp_min(1.0)
+        nu = torch.zeros(N_CS, dtype=torch.float64).index_add_(0, idx, torch.ones(N_SG, dtype=torch.float64))
+        shift = -tau * ((pi / pi.sum()).log() - (nu / nu.sum()).log())
+        self.cs_logit_shift.copy_(shift.to(self.cs_logit_shift))
+        self._cs_shift_on = tau > 0
+        return self.cs_logit_shift.clone()
 
     def mask_logits(self, ensemble: torch.Tensor, cs_logits: torch.Tensor) -> torch.Tensor:
         """Apply ``self.mask_mode`` to ensemble logits (B, 230) → (B, 230)."""
@@ -181,6 +209,8 @@ class ICLMoE(nn.Module):
         h = self.frontend.pool(fmap)                              # (B, h_dim)
         u = self.proj(h)                                          # (B, d)
         cs_logits = self.cs_head(u)                               # (B, 7)
+        if self._cs_shift_on:
+            cs_logits = cs_logits + self.cs_logit_shift
         expert_logits = self.experts(fmap, self.proj)             # (B, K, 230)
         gate = self.gate(u, cs_logits)                            # (B, K)
         # float32 even under autocast (elementwise ops are not down-cast): the ensemble and the

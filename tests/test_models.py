@@ -360,3 +360,30 @@ def test_gate_prior_strength_zero_switches_the_rule_prior_off():
     again = create_model(**off.config)
     again.load_state_dict(off.state_dict())
     assert again.gate.prior.abs().max() == 0
+
+
+def test_cs_posthoc_adjust_shifts_the_system_logits_by_the_hand_computed_prior_ratio():
+    """shift_c = −τ·(log π_c − log ν_c): π the training counts per system, ν = groups per system / 230."""
+    model = _model("icl_moe").eval()
+    x = _x()
+    with torch.no_grad():
+        before = model(x)
+    counts = np.ones(N_SG)
+    counts[np.asarray(SG_TO_CS) == 1] = 10.0  # monoclinic groups 10x as frequent
+    shift = model.set_cs_posthoc_adjust(counts, 0.5)
+    n = np.bincount(np.asarray(SG_TO_CS), minlength=7).astype(float)   # groups per system (2, 13, 59, ...)
+    pi = n * np.where(np.arange(7) == 1, 10.0, 1.0)
+    want = -0.5 * (np.log(pi / pi.sum()) - np.log(n / N_SG))
+    np.testing.assert_allclose(shift.numpy(), want, rtol=1e-5)
+    assert want[1] < 0 and np.all(want[np.arange(7) != 1] > 0)
+    with torch.no_grad():
+        after = model(x)
+    torch.testing.assert_close(after["cs_logits"], before["cs_logits"] + shift.float())
+    allowed = model.cs_sg_mask[after["cs_logits"].argmax(-1)]  # the hard mask follows the shift
+    assert torch.equal(after["logits"] > -MASK_PENALTY / 2, allowed)
+    model.set_cs_posthoc_adjust(counts, 0.0)  # off again: exactly the original outputs
+    with torch.no_grad():
+        torch.testing.assert_close(model(x)["logits"], before["logits"], rtol=0, atol=0)
+    assert "cs_logit_shift" not in model.state_dict()
+    with pytest.raises(ConfigError, match="τ"):
+        model.set_cs_posthoc_adjust(counts, -1.0)

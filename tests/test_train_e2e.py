@@ -61,9 +61,13 @@ def test_train_then_test_then_predict(tiny_data, tmp_path, method, capsys):
     if method == "icl":
         other = _load("test").main(extra)
         assert other["n_few"] == 0 and other["n_medium"] == 0 and other["n_many"] > 0  # all > 100
+        shifted = _load("test").main(extra[:4] + ["--cs_posthoc_adjust", "1"])
+        assert 0 <= shifted["cs_acc"] <= 1 and "cs_head_acc" in shifted
     else:
         with pytest.raises(SystemExit, match="no crystal-system masking"):
             _load("test").main(extra)
+        with pytest.raises(SystemExit, match="no crystal-system head"):
+            _load("test").main(extra[:4] + ["--cs_posthoc_adjust", "1"])
 
 
 def test_resume_equals_uninterrupted(tiny_data, tmp_path):
