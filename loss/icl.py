@@ -37,7 +37,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from loss.components import balanced_logits, ce_per_sample, kl_per_sample, mask_by_true_cs
+from loss.components import (
+    balanced_logits,
+    ce_per_sample,
+    focal_from_ce,
+    kl_per_sample,
+    mask_by_true_cs,
+)
 from loss.icl_extras import (
     HardNegativeMiner,
     add_extras_args,
@@ -48,7 +54,7 @@ from loss.icl_extras import (
 )
 from loss.registry import LOSSES
 from loss.scl import SCL_VARIANTS, scl_seed, scl_soft
-from utils.crystal import N_CS, N_SG, SG_TO_CS, soft_cs_mask
+from utils.crystal import N_SG, per_system, soft_cs_mask
 from utils.errors import ConfigError, RuleMatrixError, fail
 
 LOSS_SCHEMES = ("scheme2",)
@@ -152,7 +158,7 @@ class ICLLoss(nn.Module):
         self.register_buffer("class_counts", counts)
         self.register_buffer("rule_matrix", rule)
         self.register_buffer("current_epoch", torch.zeros((), dtype=torch.long))
-        cs_counts = torch.zeros(N_CS).index_add_(0, torch.as_tensor(SG_TO_CS), counts)
+        cs_counts = per_system(counts.float())
         self.register_buffer("cs_counts", cs_counts, persistent=False)  # derived: not in checkpoints
         self.train_mask_mode = train_mask_mode
         self.cs_logit_adjust, self.sg_logit_adjust = float(cs_logit_adjust), float(sg_logit_adjust)
@@ -212,10 +218,8 @@ class ICLLoss(nn.Module):
         if self.tail_logit_adjust > 0:
             tail_loss = ce_per_sample(balanced_logits(expert_logits, self.class_counts,
                                                       self.tail_logit_adjust), yk)
-        elif self.focal_gamma == 0:
-            return ce.mean()
         else:
-            tail_loss = (1.0 - torch.exp(-ce)).clamp_min(0.0).pow(self.focal_gamma) * ce
+            tail_loss = focal_from_ce(ce, self.focal_gamma)  # γ = 0 gives ce itself
         return torch.where(tail[None, :], tail_loss, ce).mean()
 
     def col(self, ensemble_logits: torch.Tensor, expert_logits: torch.Tensor) -> torch.Tensor:

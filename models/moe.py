@@ -40,7 +40,7 @@ from models.gate import GATE_PRIOR_MODES, RuleGate, check_expert_ids
 from models.gate import gate_prior as build_gate_prior
 from models.layers import CosineClassifier, as_model_input, check_positive, jsonable
 from models.registry import FRONTENDS, MODELS
-from utils.crystal import N_CS, N_SG, SG_TO_CS, cs_sg_mask, soft_cs_mask
+from utils.crystal import N_CS, N_SG, SG_TO_CS, cs_sg_mask, per_system, soft_cs_mask
 from utils.errors import ConfigError
 
 MASK_MODES = ("hard", "soft", "none")
@@ -183,9 +183,8 @@ class ICLMoE(nn.Module):
         if counts.shape != (N_SG,):
             raise ConfigError(f"ICLMoE: post-hoc CS adjustment needs ({N_SG},) counts, got "
                               f"{tuple(counts.shape)}. Fix: pass the training histogram")
-        idx = torch.as_tensor(SG_TO_CS)
-        pi = torch.zeros(N_CS, dtype=torch.float64).index_add_(0, idx, counts).clamp_min(1.0)
-        nu = torch.zeros(N_CS, dtype=torch.float64).index_add_(0, idx, torch.ones(N_SG, dtype=torch.float64))
+        pi = per_system(counts).clamp_min(1.0)
+        nu = per_system(torch.ones_like(counts))  # groups per system
         shift = -tau * ((pi / pi.sum()).log() - (nu / nu.sum()).log())
         self.cs_logit_shift.copy_(shift.to(self.cs_logit_shift))
         self._cs_shift_on = tau > 0

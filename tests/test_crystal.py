@@ -233,3 +233,17 @@ def test_shipped_tables_match_regeneration():
     from datasets.crystal_tables import build_tables, check_tables
 
     assert check_tables(build_tables(), DATA) == []
+
+
+def test_per_system_sums_groups_by_crystal_system():
+    from utils.crystal import per_system
+    counts = torch.arange(1, 231, dtype=torch.float64)  # count of group s = s
+    got = per_system(counts)
+    # triclinic 1-2, monoclinic 3-15, orthorhombic 16-74, tetragonal 75-142, trigonal 143-167,
+    # hexagonal 168-194, cubic 195-230: sums of consecutive integers, by hand.
+    bounds = [(1, 2), (3, 15), (16, 74), (75, 142), (143, 167), (168, 194), (195, 230)]
+    want = [sum(range(a, b + 1)) for a, b in bounds]
+    assert got.tolist() == want and got.dtype == torch.float64
+    assert per_system(torch.ones(3, 230)).tolist() == [[2, 13, 59, 68, 25, 27, 36]] * 3  # batched
+    with pytest.raises(ValueError, match="230"):
+        per_system(torch.ones(229))

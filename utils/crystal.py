@@ -49,6 +49,14 @@ def sg_to_cs(y_sg: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(SG_TO_CS, device=y_sg.device)[y_sg]
 
 
+def per_system(values: torch.Tensor) -> torch.Tensor:
+    """Sum (..., 230) per-space-group values (e.g. counts) over each crystal system → (..., 7)."""
+    if values.shape[-1] != N_SG:
+        raise ValueError(f"per_system: last dimension {values.shape[-1]} != {N_SG} space groups")
+    idx = torch.as_tensor(SG_TO_CS, device=values.device)
+    return values.new_zeros(*values.shape[:-1], N_CS).index_add_(-1, idx, values)
+
+
 def cs_sg_mask(device: torch.device | str | None = None) -> torch.Tensor:
     """(7, 230) bool: ``mask[c, s]`` is True when space group s belongs to crystal system c."""
     m = torch.zeros(N_CS, N_SG, dtype=torch.bool, device=device)

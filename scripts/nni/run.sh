@@ -6,7 +6,9 @@
 # metric (best validation SG top-1), and stops the experiment on exit, error or Ctrl-C.
 # Env: NNI_PORT (default: a free port), NNI_EXP_DIR (NNI's experiment working directory, default
 #      Log/nni/experiments), NNI_TRIAL_ARGS (extra train.py flags appended to every trial, e.g.
-#      "--data_dir D --epochs 2"), NNI_POLL_S (status poll interval, default 10).
+#      "--data_dir D --epochs 2"), NNI_POLL_S (status poll interval, default 10), NNI_STOP_TIMEOUT_S
+#      (how long `nnictl stop` may take on exit before the experiment's processes are killed by
+#      scripts/nni/kill_experiment.py, default 60).
 # Trial run directories: Log/nni/<experiment id>/<trial id> (under --output_dir).
 #
 # Why a preload: NNI 3.0's manager calls express's app.listen(port) without a host, i.e. on every
@@ -29,6 +31,7 @@ command -v nnictl >/dev/null || { echo "nnictl not found: pip install -r require
 PORT=${NNI_PORT:-$(python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 EXP_DIR=$(mkdir -p "${NNI_EXP_DIR:-$ROOT/Log/nni/experiments}" && cd "${NNI_EXP_DIR:-$ROOT/Log/nni/experiments}" && pwd)
 POLL=${NNI_POLL_S:-10}
+STOP_TIMEOUT=${NNI_STOP_TIMEOUT_S:-60}
 API=http://127.0.0.1:$PORT/api/v1/nni
 TMP=$(mktemp -d)
 EXP_ID=""
@@ -44,7 +47,13 @@ cleanup() {
   [ -n "$EXP_ID" ] || EXP_ID=$(exp_id_from_log || true)
   if [ -n "$EXP_ID" ]; then
     echo "stopping experiment $EXP_ID ..."
-    nnictl stop "$EXP_ID" >/dev/null 2>&1 || echo "nnictl stop $EXP_ID failed; check 'nnictl experiment list'" >&2
+    # nnictl stop can hang for minutes while a trial trains on a busy machine: bound it, then kill
+    # the experiment's processes (manager, tuner, trials) by its id.
+    if ! timeout "$STOP_TIMEOUT" nnictl stop "$EXP_ID" >/dev/null 2>&1; then
+      echo "nnictl stop $EXP_ID did not finish within ${STOP_TIMEOUT} s; killing its processes" >&2
+      python "$ROOT/scripts/nni/kill_experiment.py" "$EXP_ID" >&2 ||
+          echo "could not kill experiment $EXP_ID; check 'nnictl experiment list'" >&2
+    fi
   fi
   rm -rf "$TMP"
   exit "$rc"
