@@ -45,12 +45,12 @@ cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   [ -n "$EXP_ID" ] || EXP_ID=$(exp_id_from_log || true)
-  if [ -n "$EXP_ID" ]; then
+  if [ -n "$EXP_ID" ] && [ "$EXP_ID" != none ]; then
     echo "stopping experiment $EXP_ID ..."
     # nnictl stop can hang for minutes while a trial trains on a busy machine: bound it, then kill
     # the experiment's processes (manager, tuner, trials) by its id.
     if ! timeout "$STOP_TIMEOUT" nnictl stop "$EXP_ID" >/dev/null 2>&1; then
-      echo "nnictl stop $EXP_ID did not finish within ${STOP_TIMEOUT} s; killing its processes" >&2
+      echo "nnictl stop $EXP_ID failed or did not finish within ${STOP_TIMEOUT} s; killing its processes" >&2
       python "$ROOT/scripts/nni/kill_experiment.py" "$EXP_ID" >&2 ||
           echo "could not kill experiment $EXP_ID; check 'nnictl experiment list'" >&2
     fi
@@ -98,8 +98,20 @@ if extra.strip():
 Path(dst).write_text(yaml.safe_dump(cfg, sort_keys=False))
 PY
 
-NODE_OPTIONS="--require $TMP/localhost_only.js" nnictl create --config "$TMP/config.yml" --port "$PORT" \
-    > "$TMP/create.log" 2>&1 || { cat "$TMP/create.log" >&2; exit 1; }
+# nnictl gives the manager ~3 s to answer; on a loaded machine Node can take longer to start, and
+# nnictl then kills it before registering the experiment: retry that case (only that) twice.
+for attempt in 1 2 3; do
+  NODE_OPTIONS="--require $TMP/localhost_only.js" nnictl create --config "$TMP/config.yml" --port "$PORT" \
+      > "$TMP/create.log" 2>&1 && break
+  if [ "$attempt" -lt 3 ] && grep -q "check-status" "$TMP/create.log"; then
+    echo "the NNI manager did not answer in time (busy machine?); retrying ($attempt/2)" >&2
+    sleep 3
+    continue
+  fi
+  cat "$TMP/create.log" >&2
+  EXP_ID=none  # nothing was registered: the exit trap has nothing to stop
+  exit 1
+done
 EXP_ID=$(exp_id_from_log)
 [ -n "$EXP_ID" ] || { cat "$TMP/create.log" >&2; echo "no experiment id in nnictl's output" >&2; exit 1; }
 
