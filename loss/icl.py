@@ -21,7 +21,9 @@ Spec: docs/methods/icl.md. Written from the formulas, not from that code.
   the same for L_sg with the space-group prior π (counts clamped at 1); ``tail_logit_adjust`` τ_t
   trains the tail experts with the logit-adjusted CE(o_k + τ_t·log π, y) instead of focal loss, so
   that their raw scores lean towards rare groups (τ_t = 2: the "inverse-prior" expert of SADE, Zhang
-  et al. NeurIPS 2022, and of Balanced Product of Experts, Sanchez Aimar et al. CVPR 2023).
+  et al. NeurIPS 2022, and of Balanced Product of Experts, Sanchez Aimar et al. CVPR 2023);
+  ``dol_logit_adjust`` τ_d computes every expert's L_dol term (CE or focal) on o_k + τ_d·log π, so
+  that the experts' raw scores, like the ensemble's under ``sg_logit_adjust``, are balanced.
 * L_scl: physics-constrained contrastive loss (``loss.scl``), only with ``use_contrast``.
 
 Only ``loss_scheme="scheme2"`` exists; CODE's other schemes are undocumented and are not guessed.
@@ -88,6 +90,8 @@ class ICLLoss(nn.Module):
             be exactly {0..K−1} for the K experts the model outputs.
         focal_gamma: γ of the tail experts' focal loss.
         tail_logit_adjust: τ_t > 0 replaces the tail experts' focal loss by CE(o_k + τ_t·log π, y).
+        dol_logit_adjust: τ_d > 0 computes each expert's CE / focal term on o_k + τ_d·log π
+            (the tail experts' CE(o_k + τ_t·log π) when τ_t > 0 too).
         loss_scheme: only "scheme2".
         lambda_par, lambda_mutual, lambda_div, lambda_hnm: weights of the CIFAR extras (0 = off).
         div_epochs: the diversity term is active while epoch < div_epochs.
@@ -119,7 +123,8 @@ class ICLLoss(nn.Module):
                  lambda_hnm: float = 0.0, hnm_momentum: float = 0.9, hnm_topk: int = 7,
                  hnm_temperature: float = 0.07, retrain_epochs: int = 0, epochs: int | None = None,
                  train_mask_mode: str = "hard", cs_logit_adjust: float = 0.0,
-                 sg_logit_adjust: float = 0.0, tail_logit_adjust: float = 0.0) -> None:
+                 sg_logit_adjust: float = 0.0, tail_logit_adjust: float = 0.0,
+                 dol_logit_adjust: float = 0.0) -> None:
         super().__init__()
         if loss_scheme not in LOSS_SCHEMES:
             raise fail(ConfigError, "--loss_scheme", f"unknown loss scheme '{loss_scheme}'",
@@ -162,10 +167,11 @@ class ICLLoss(nn.Module):
         self.register_buffer("cs_counts", cs_counts, persistent=False)  # derived: not in checkpoints
         self.train_mask_mode = train_mask_mode
         self.cs_logit_adjust, self.sg_logit_adjust = float(cs_logit_adjust), float(sg_logit_adjust)
-        if tail_logit_adjust < 0:
-            raise fail(ConfigError, "--tail_logit_adjust", f"τ_t = {tail_logit_adjust} < 0",
-                       "pass τ_t ≥ 0 (0 = the published focal loss)")
-        self.tail_logit_adjust = float(tail_logit_adjust)
+        for flag, tau in (("--tail_logit_adjust", tail_logit_adjust),
+                          ("--dol_logit_adjust", dol_logit_adjust)):
+            if tau < 0:
+                raise fail(ConfigError, flag, f"τ = {tau} < 0", "pass τ ≥ 0 (0 = the published loss)")
+        self.tail_logit_adjust, self.dol_logit_adjust = float(tail_logit_adjust), float(dol_logit_adjust)
 
         self.lambda_dol, self.lambda_col, self.lambda_hier = lambda_dol, lambda_col, lambda_hier
         self.lambda_scl, self.use_contrast, self.disable_col = lambda_scl, use_contrast, disable_col
@@ -211,7 +217,9 @@ class ICLLoss(nn.Module):
         yk = y[:, None].expand(b, k)
         if self.retrain_active:
             return ce_per_sample(balanced_logits(expert_logits, self.class_counts), yk).mean()
-        ce = ce_per_sample(expert_logits, yk)  # (B, K)
+        z = expert_logits if self.dol_logit_adjust == 0 else balanced_logits(
+            expert_logits, self.class_counts, self.dol_logit_adjust)
+        ce = ce_per_sample(z, yk)  # (B, K)
         tail = self._tail_mask(k, ce.device)  # validates the id lists against K
         if not self.tail_experts:  # python checks: no device sync
             return ce.mean()
@@ -340,6 +348,8 @@ class ICLLoss(nn.Module):
         g.add_argument("--tail_logit_adjust", type=float, default=0.0,
                        help="τ_t > 0: tail experts trained with CE(o_k + τ_t·log π, y) instead of focal "
                             "loss (2 = SADE/BalPoE's inverse-prior expert); 0 = focal (the method)")
+        g.add_argument("--dol_logit_adjust", type=float, default=0.0,
+                       help="τ_d > 0: every expert's L_dol term (CE / focal) on o_k + τ_d·log π; 0 = plain")
         add_extras_args(g)
 
 
@@ -357,7 +367,7 @@ def icl_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "scl_temperature": args.scl_temperature, "scl_threshold": args.scl_threshold,
         "focal_gamma": args.focal_gamma, "train_mask_mode": args.train_mask_mode,
         "cs_logit_adjust": args.cs_logit_adjust, "sg_logit_adjust": args.sg_logit_adjust,
-        "tail_logit_adjust": args.tail_logit_adjust,
+        "tail_logit_adjust": args.tail_logit_adjust, "dol_logit_adjust": args.dol_logit_adjust,
         # declared in config (model group): the gate prior uses the same ids
         "head_experts": parse_id_list(args.head_experts, "--head_experts"),
         "tail_experts": parse_id_list(args.tail_experts, "--tail_experts"),

@@ -441,6 +441,42 @@ def test_tail_logit_adjust_replaces_focal_loss_of_the_tail_experts_only():
         ICLLoss(counts, _rule(), tail_logit_adjust=-1.0)
 
 
+def test_dol_logit_adjust_balances_every_expert_term():
+    """τ_d: head experts' CE and tail experts' focal loss both on o_k + τ_d·log π (loops, by hand);
+    with τ_t > 0 as well the tail experts take CE(o_k + τ_t·log π) instead."""
+    import math
+
+    out, batch = _make()
+    counts = _counts()
+    counts[3] = 0  # clamped at one sample
+    log_pi = _naive_log_prior(counts, list(range(NC)))
+    e, y = out["expert_logits"].detach(), batch["y_sg"]
+
+    def naive(tau_d: float, tau_t: float) -> float:
+        tot = 0.0
+        for i in range(len(y)):
+            for k in range(e.shape[1]):
+                tail = k >= 4
+                tau = tau_t if (tail and tau_t > 0) else tau_d
+                row = [v + tau * lp for v, lp in zip(e[i, k].tolist(), log_pi)]
+                ce = -_logsoftmax(row)[int(y[i])]
+                if tail and tau_t == 0:
+                    ce = (1.0 - math.exp(-ce)) ** 2.0 * ce  # focal, γ = 2
+                tot += ce
+        return tot / (len(y) * e.shape[1])
+
+    res = ICLLoss(counts, _rule(), dol_logit_adjust=1.0)(out, batch)
+    assert res["l_dol"].item() == pytest.approx(naive(1.0, 0.0), rel=1e-5)
+    both = ICLLoss(counts, _rule(), dol_logit_adjust=0.5, tail_logit_adjust=2.0)(out, batch)
+    assert both["l_dol"].item() == pytest.approx(naive(0.5, 2.0), rel=1e-5)
+    plain = ICLLoss(counts, _rule())(out, batch)
+    assert plain["l_dol"].item() == pytest.approx(naive(0.0, 0.0), rel=1e-5)
+    assert res["l_dol"].item() != pytest.approx(plain["l_dol"].item(), rel=1e-3)
+    assert res["l_sg"].item() == pytest.approx(plain["l_sg"].item(), rel=1e-6)
+    with pytest.raises(ConfigError, match="dol_logit_adjust"):
+        ICLLoss(counts, _rule(), dol_logit_adjust=-0.5)
+
+
 def test_train_mask_mode_flag_and_bad_value():
     from config.args import get_args_parser
 
@@ -448,9 +484,10 @@ def test_train_mask_mode_flag_and_bad_value():
     ICLLoss.add_args(p)
     assert p.parse_args([]).train_mask_mode == "hard"  # the method as published by default
     args = p.parse_args(["--train_mask_mode", "soft", "--cs_logit_adjust", "1", "--sg_logit_adjust", "0.5",
-                         "--tail_logit_adjust", "2"])
+                         "--tail_logit_adjust", "2", "--dol_logit_adjust", "1"])
     kw = icl_kwargs(args)
     assert (kw["train_mask_mode"], kw["cs_logit_adjust"], kw["sg_logit_adjust"]) == ("soft", 1.0, 0.5)
     assert kw["tail_logit_adjust"] == 2.0 and p.parse_args([]).tail_logit_adjust == 0.0
+    assert kw["dol_logit_adjust"] == 1.0 and p.parse_args([]).dol_logit_adjust == 0.0
     with pytest.raises(ConfigError, match="train_mask_mode"):
         _loss(train_mask_mode="sometimes")

@@ -31,5 +31,5 @@ for seed in ${SEEDS//,/ }; do
   done
 done
 python reports_multi.py seeds --root "$OUT" --methods $METHODS --seeds ${SEEDS//,/ } --plot "$PLOT" \
-    --title "All methods, long-tailed training ($(basename "$DATA"), --stream_profile ${PROFILE:-mp}), seeds $SEEDS $*" \
+    --title "All methods, long-tailed training ($(basename "$DATA"), --stream_profile ${PROFILE:-mp}), seeds $SEEDS${*:+ $*}" \
     --out "$RESULTS" --section compare_methods
