@@ -283,11 +283,11 @@ class Trainer:
             if self.writer:
                 self.writer.write(record)
             self.start_epoch = epoch + 1
-            if self.run_dir:
-                state = self.state_dict()
-                atomic_save(state, self.run_dir / "last.pt")
+            if self.run_dir:  # best.pt first: a kill between the two writes then only repeats
+                state = self.state_dict()  # this epoch, never leaves last.pt ahead of best.pt
                 if improved:
                     atomic_save(state, self.run_dir / "best.pt")
+                atomic_save(state, self.run_dir / "last.pt")
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, record)
@@ -363,6 +363,8 @@ class Trainer:
         self.patterns_seen = int(state.get("patterns_seen", 0))
         self.wall_s = float(state.get("wall_s", 0.0))
         set_rng_state(state["rng"])
+        if self.writer:  # rows of epochs after the checkpoint (killed before last.pt) are redone
+            self.writer.keep_epochs_upto(self.start_epoch)
         self._partial = state.get("partial")
         if self._partial:
             self._partial = {**self._partial, "rng": state["rng"], "loss": state["loss"]}

@@ -56,6 +56,43 @@ def _assert_same_run(a: Path, b: Path) -> None:
 
 # ------------------------------------------------------------------ in process: the exact mechanics
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL inside the process: no handler, no cleanup."""
+
+
+@pytest.mark.parametrize("when", ["before_first_write", "after_first_write"])
+def test_kill_between_epoch_end_writes_then_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch,
+                                                                         when):
+    """A kill at the end of epoch 2, after its log row, before (or between) its checkpoint writes:
+    resume must not repeat the log row, and best.pt must never lag behind last.pt's best epoch
+    (best.pt is written first), so the final test metrics equal an uninterrupted run's."""
+    import Trainer.base as tb
+
+    common = ["--epochs", "3", "--method", "icl"]
+    train.main(_args(tiny_data, tmp_path / "full", *common))
+    real_save = tb.atomic_save
+
+    def save_then_die(state, path):
+        if state.get("epoch") == 2 and "partial" not in state:
+            if when == "after_first_write":
+                real_save(state, path)
+            raise _Killed(str(path))
+        real_save(state, path)
+
+    monkeypatch.setattr(tb, "atomic_save", save_then_die)
+    cut = tmp_path / "cut"
+    with pytest.raises(_Killed):
+        train.main(_args(tiny_data, cut, *common))
+    monkeypatch.setattr(tb, "atomic_save", real_save)
+    rows = _log(cut)
+    assert [r["epoch"] for r in rows] == [1, 2]  # epoch 2's row is out, its checkpoint is not
+    last = load_checkpoint(cut / "last.pt")
+    if (cut / "best.pt").is_file():
+        assert load_checkpoint(cut / "best.pt")["epoch"] >= last["best"]["epoch"]
+    train.main(_args(tiny_data, cut, *common, "--resume", "auto"))
+    _assert_same_run(tmp_path / "full", cut)
+
+
 @pytest.mark.parametrize("method", ["icl", "glmc"])
 def test_sigterm_mid_epoch_saves_and_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch, method):
     common = ["--epochs", "3", "--method", method]

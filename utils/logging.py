@@ -88,6 +88,16 @@ class JsonlWriter:
         with open(self.path, "a") as fh:
             fh.write(line + "\n")
 
+    def keep_epochs_upto(self, epoch: int) -> None:
+        """Drop the rows whose ``epoch`` is above ``epoch`` (atomic rewrite; nothing when none is)."""
+        rows = self.read()
+        keep = [r for r in rows if int(r.get("epoch", 0)) <= epoch]
+        if len(keep) == len(rows):
+            return
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        os.replace(tmp, self.path)
+
     def read(self) -> list[dict[str, Any]]:
         if not self.path.exists():
             return []
