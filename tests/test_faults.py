@@ -160,8 +160,8 @@ def _spawn(args: list[str]) -> subprocess.Popen:
 def _wait_for_epochs(run_dir: Path, proc: subprocess.Popen, n: int, timeout: float = 240) -> None:
     end = time.time() + timeout
     while time.time() < end:
-        log = run_dir / "log.jsonl"
-        if log.is_file() and len(log.read_text().splitlines()) >= n:
+        log = run_dir / "log.jsonl"  # the row comes first, last.pt is the epoch's last write
+        if log.is_file() and len(log.read_text().splitlines()) >= n and (run_dir / "last.pt").is_file():
             return
         if proc.poll() is not None:
             raise AssertionError(f"training ended early: {proc.communicate()[1][-2000:]}")
