@@ -12,16 +12,17 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 
 from metrics._common import as_labels, to_numpy
 from metrics.crystal import gate_usage_by_cs
 from metrics.longtail import GROUPS, shot_groups
 from utils.crystal import CRYSTAL_SYSTEMS, N_CS, N_SG, SG_TO_CS
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _DPI = 150
 _SPLITS = ("train", "val", "test")
@@ -31,6 +32,20 @@ HEADLINE_METRICS = ("sg_top1", "sg_top5", "cs_acc", "cs_head_acc", "macro_f1", "
                     "medium_acc", "few_acc", "acc", "acc1", "top1")
 _BAND = {"few": "#fde0dd", "medium": "#fff7bc", "many": "#e0f3db"}
 _CS_ABBR = ("tric", "mono", "orth", "tetr", "trig", "hex", "cub")
+
+
+def _new_figure(**kw: Any) -> Figure:
+    """A pyplot-free Agg figure; matplotlib is imported here, on the first plot, so that every
+    command that imports ``metrics`` (train.py, test.py, the readers) starts ~1 s sooner."""
+    from matplotlib.figure import Figure
+
+    return Figure(**kw)
+
+
+def _log_norm(**kw: Any) -> Any:
+    from matplotlib.colors import LogNorm
+
+    return LogNorm(**kw)
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
@@ -91,7 +106,7 @@ def plot_training_curves(log_jsonl_records: Sequence[dict[str, Any]], path: str 
     if acc_keys is None:
         acc_keys = [k for k in keys if k not in loss_keys and k not in lr_keys
                     and _split_key(k)[1] in HEADLINE_METRICS]
-    fig = Figure(figsize=(17, 4.8))
+    fig = _new_figure(figsize=(17, 4.8))
     axes = fig.subplots(1, 3)
     for ax, ks, title, ylabel in ((axes[0], loss_keys, "Losses", "loss"),
                                   (axes[1], list(acc_keys), "Accuracy", "fraction correct"),
@@ -130,7 +145,7 @@ def plot_per_class_vs_count(per_class_acc: Any, counts: Any, path: str | os.Path
     x = np.where(n > 0, n, 0.5)
     lo = min(float(x[ok].min()) if ok.any() else 1.0, groups.low) / 1.8
     hi = max(float(x.max(initial=1.0)) * 2.0, groups.high * 3)
-    fig = Figure(figsize=(10, 5.5))
+    fig = _new_figure(figsize=(10, 5.5))
     ax = fig.subplots()
     ax.set_xscale("log")
     edges = {"few": (lo, groups.low), "medium": (groups.low, groups.high), "many": (groups.high, hi)}
@@ -199,7 +214,7 @@ def plot_per_class_vs_count_methods(per_class_acc: dict[str, Any], counts: Any, 
     b = np.logspace(np.log10(x[ok].min()), np.log10(x[ok].max() * 1.0001), n_bins + 1)
     idx = np.clip(np.digitize(x, b) - 1, 0, n_bins - 1)
     centre = np.sqrt(b[:-1] * b[1:])
-    fig = Figure(figsize=(10, 5.5))
+    fig = _new_figure(figsize=(10, 5.5))
     ax = fig.subplots()
     ax.set_xscale("log")
     lo, hi = b[0] / 1.5, b[-1] * 1.5
@@ -230,7 +245,7 @@ def plot_cs_confusion(y_true_cs: Any, y_pred_cs: Any, path: str | os.PathLike) -
     cm = np.bincount(t * N_CS + p, minlength=N_CS * N_CS).reshape(N_CS, N_CS)
     rows = cm.sum(1, keepdims=True)
     frac = np.where(rows > 0, cm / np.maximum(rows, 1), np.nan)
-    fig = Figure(figsize=(7.5, 6.5))
+    fig = _new_figure(figsize=(7.5, 6.5))
     ax = fig.subplots()
     im = ax.imshow(np.ma.masked_invalid(frac), cmap="Blues", vmin=0, vmax=1)
     ax.set_facecolor("#dddddd")  # absent true classes stay grey
@@ -258,10 +273,10 @@ def plot_sg_confusion_by_cs(y_true: Any, y_pred: Any, path: str | os.PathLike) -
     """
     t, p = as_labels(y_true, N_SG, "y_true"), as_labels(y_pred, N_SG, "y_pred")
     cm = np.bincount(t * N_SG + p, minlength=N_SG * N_SG).reshape(N_SG, N_SG)
-    fig = Figure(figsize=(10, 9))
+    fig = _new_figure(figsize=(10, 9))
     ax = fig.subplots()
     vmax = max(int(cm.max(initial=1)), 2)
-    im = ax.imshow(np.ma.masked_equal(cm, 0), cmap="viridis", norm=LogNorm(vmin=1, vmax=vmax),
+    im = ax.imshow(np.ma.masked_equal(cm, 0), cmap="viridis", norm=_log_norm(vmin=1, vmax=vmax),
                    interpolation="nearest")
     ax.set_facecolor("white")
     starts = np.flatnonzero(np.diff(SG_TO_CS)) + 1  # first index of each new crystal system
@@ -297,7 +312,7 @@ def plot_gate_heatmap(gate: Any, y_cs: Any, path: str | os.PathLike) -> Path:
     """
     mean, n = gate_usage_by_cs(gate, y_cs)
     k = mean.shape[1]
-    fig = Figure(figsize=(1.0 * k + 3.5, 5.5))
+    fig = _new_figure(figsize=(1.0 * k + 3.5, 5.5))
     ax = fig.subplots()
     vmax = float(np.nanmax(mean)) if np.isfinite(mean).any() else 1.0
     im = ax.imshow(np.ma.masked_invalid(mean), cmap="magma", vmin=0, vmax=vmax, aspect="auto")
@@ -328,7 +343,7 @@ def plot_lr_schedule(lrs: Any, path: str | os.PathLike, steps_per_epoch: int | N
     xlabel = "step"
     if steps_per_epoch:
         x, xlabel = x / steps_per_epoch, "epoch"
-    fig = Figure(figsize=(8, 4))
+    fig = _new_figure(figsize=(8, 4))
     ax = fig.subplots()
     for gi in range(a.shape[1]):
         ax.plot(x, a[:, gi], lw=1.5, label=f"group {gi}" if a.shape[1] > 1 else None)

@@ -10,8 +10,17 @@ import pytest
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # the suite runs on 2 pytest-xdist workers (pyproject.toml): one torch thread per worker and
+    # per command a test starts, so that two workers do not fight over the cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 from datasets.peaks import PeakTable  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 TINY_GRID = {"two_theta_min": 5.0, "two_theta_max": 90.0, "n_points": 1024, "wavelength": 1.5406}
 TINY_CLASSES = [1, 14, 62, 139, 166, 194, 225]  # one space group per crystal system
