@@ -62,3 +62,14 @@ def test_compare_and_ablation_scripts_write_their_tables(tiny_data, tmp_path):
         assert "not run yet" not in rows[label] and "–" not in rows[label].split("|")[2], label
     assert "not run yet" in rows["training mask soft, inference mask hard"]   # not in ONLY
     assert "not run yet" in rows["without L_scl (`--lambda_scl 0`)"]
+
+    # the long recipe on the long-tailed stream, split over sessions: ICL only, NCL "not run yet"
+    env.update(OUT=str(tmp_path / "long"), METHODS="icl", EPOCHS="1", WIDTH="0.125")
+    long_mp = ["bash", str(ROOT / "scripts/default/long_mp.sh"), "--data_dir", str(tiny_data), *cmd[3:]]
+    subprocess.run(long_mp, check=True, env=env, cwd=ROOT, capture_output=True, timeout=600)
+    args = yaml.safe_load((tmp_path / "long" / "icl" / "args.yaml").read_text())
+    assert args["stream_profile"] == "mp" and args["method"] == "icl" and args["epochs"] == 1
+    text = results.read_text()
+    assert text.count("<!-- long_mp:begin -->") == 1 and text.count("<!-- ablation:begin -->") == 1
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ")}
+    assert "not run yet" not in rows["icl"] and "not run yet" in rows["ncl"]
