@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
+import re
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,9 +27,11 @@ from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels,
 from loss import LOSSES
 from models import FRONTENDS, MODELS, create_model
 from utils import distributed as ddp
+from utils.checkpoint import atomic_writer, config_diff, load_checkpoint
 from utils.errors import CheckpointError, ConfigError
 from utils.logging import add_log_file, setup_logging
 from utils.rule_matrix import build_rule_matrix, load_rule_matrix
+from utils.runlock import lock_run_dir
 
 DEFAULT_DATA = Path(__file__).resolve().parent / "data" / "xrd_mp_default"
 READER_OPTIONS = ("imbalance_factor", "lt_sampling", "cifar_view_aug", "lattice_aug", "lattice_strain",
@@ -61,21 +64,38 @@ def init_distributed(device: torch.device) -> torch.device:
     return device
 
 
-def open_run_dir(args: argparse.Namespace, model_name: str) -> Path:
-    """Create the run directory, log into its ``train.log`` and write ``args.yaml``.
+def open_run_dir(args: argparse.Namespace, model_cfg: dict[str, Any]) -> Path:
+    """Create the run directory, take its lock, log into its ``train.log`` and write ``args.yaml``.
 
     Under ``torchrun`` rank 0 names the directory (timestamps differ per process) and is the only
-    writer; every rank returns rank 0's path.
+    writer (and lock holder); every rank returns rank 0's path. A folder that another process
+    writes into is a ``RunBusyError`` naming that process, before anything is written.
     """
-    run_dir = Path(ddp.broadcast_object(str(make_run_dir(args, model_name)) if ddp.is_main() else None))
+    run_dir = Path(ddp.broadcast_object(str(make_run_dir(args, model_cfg)) if ddp.is_main() else None))
     if not ddp.is_main():
         return run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
+    lock_run_dir(run_dir, f"training --method {args.method}")
     if args.save_log:  # the console was configured at start-up (train.py); add the file
         add_log_file(run_dir / "train.log", args.log_level)
-    with open(run_dir / "args.yaml", "w") as fh:
+    with atomic_writer(run_dir / "args.yaml", "w") as fh:
         yaml.safe_dump(vars(args), fh, sort_keys=True)
     return run_dir
+
+
+def resume_mismatch(ckpt: dict[str, Any], method: str, model_cfg: dict[str, Any]) -> list[str]:
+    """What differs between a checkpoint's model and the one these flags build (``[]``: none):
+    the method and every entry of the model config, as ``name: saved -> now``."""
+    saved = {"method": (ckpt.get("args") or {}).get("method"), **(ckpt.get("model_config") or {})}
+    return config_diff(saved, {"method": method, **model_cfg})
+
+
+def check_resume(ckpt: dict[str, Any], method: str, model_cfg: dict[str, Any], source: Any) -> None:
+    """Refuse to resume ``ckpt`` into another model (instead of a state-dict size-mismatch)."""
+    diff = resume_mismatch(ckpt, method, model_cfg)
+    if diff:
+        raise ConfigError(f"{source}: cannot resume, the run was made with other model-defining "
+                          f"flags ({'; '.join(diff[:6])}). Fix: pass that run's flags to continue it, "
+                          "or start a new run (drop --resume, or pass another --run_dir)")
 
 
 def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBundle:
@@ -103,7 +123,7 @@ def build_data(args: argparse.Namespace, augment: bool | None = None) -> DataBun
             logger.warning(f"--data_source stream: training on new random crystals; the training split of "
                            f"{root} is not used (only its val/test). Fix: --data_source files to train on it")
         with_stream(bundle, args)
-    elif args.max_train_samples:
+    elif args.max_train_samples:  # with a stream the parser refuses the flag (config/validate.py)
         idx = np.random.default_rng(args.seed).permutation(len(bundle.train))[: args.max_train_samples]
         bundle.train = torch.utils.data.Subset(bundle.train, np.sort(idx).tolist())
     # How the training batches are drawn (views, extra loaders) travels with the bundle to
@@ -147,8 +167,6 @@ def with_stream(bundle: DataBundle, args: argparse.Namespace) -> None:
                        lattice_aug=None if lattice is None else asdict(lattice),
                        stream={"structures": ds.n, "reuse": ds.reuse, "profile": args.stream_profile,
                                "engine": args.stream_engine, "settings": settings})
-    if args.max_train_samples:
-        logger.warning("--max_train_samples is ignored with --data_source stream (use --stream_structures)")
 
 
 def loader_plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -310,17 +328,33 @@ def build_optimizer(args: argparse.Namespace, model: torch.nn.Module) -> tuple[t
     return torch.optim.SGD(params, lr=lr, weight_decay=wd, momentum=args.momentum), lr
 
 
-def make_run_dir(args: argparse.Namespace, model_name: str) -> Path:
-    """``Log/{task}/{dataset}-{epochs}_{model}_{timestamp}/``; with ``--resume auto`` and no
-    ``--run_dir`` the newest matching run that has a ``last.pt`` is continued."""
+def make_run_dir(args: argparse.Namespace, model_cfg: dict[str, Any]) -> Path:
+    """``Log/{task}/{dataset}-{epochs}_{method}-{model}-{frontend}_{timestamp}/``; with ``--resume
+    auto`` and no ``--run_dir`` the newest such run (exact name, with a ``last.pt``) whose method and
+    model config match these flags is continued; when runs exist but none matches, a ConfigError
+    names what differs in the newest one."""
     if args.run_dir:
         return Path(args.run_dir)
     base = Path(args.output_dir) / args.task
-    stem = f"{args.dataset}-{args.epochs}_{args.method}-{model_name}-{args.frontend_type}"
+    stem = f"{args.dataset}-{args.epochs}_{args.method}-{model_cfg['name']}-{args.frontend_type}"
     if args.resume == "auto":
-        runs = sorted(p for p in base.glob(f"{stem}_*") if (p / "last.pt").is_file())
-        if runs:
-            return runs[-1]
+        pattern = re.compile(re.escape(stem) + r"_\d{8}-\d{6}")
+        runs = sorted((p for p in base.glob(f"{stem}_*") if pattern.fullmatch(p.name)
+                       and (p / "last.pt").is_file()), reverse=True)
+        mismatches = []
+        for run in runs:
+            try:
+                diff = resume_mismatch(load_checkpoint(run / "last.pt"), args.method, model_cfg)
+            except CheckpointError as exc:
+                diff = [str(exc)]
+            if not diff:
+                return run
+            mismatches.append((run, diff))
+        if mismatches:
+            run, diff = mismatches[0]
+            raise ConfigError(f"--resume auto: no run under {base} matches these flags; the newest, "
+                              f"{run.name}, differs in {'; '.join(diff[:6])}. Fix: pass that run's "
+                              "flags to continue it, or drop --resume auto to start a new run")
     return base / f"{stem}_{time.strftime('%Y%m%d-%H%M%S')}"
 
 

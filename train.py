@@ -17,13 +17,14 @@ from loguru import logger
 
 import builders
 import reports
-from config.args import apply_overrides, describe_choices, get_args_parser, parse_args
+from config.args import apply_overrides, describe_choices, get_args_parser, parse_args, pattern_counts
 from loss import LOSSES, loss_kwargs
 from Trainer import TRAINERS, LRSchedule
 from utils import distributed as ddp
 from utils.checkpoint import find_resume, load_checkpoint
-from utils.errors import ConfigError
+from utils.errors import XRDError, exit_message
 from utils.logging import setup_logging
+from utils.runlock import release_all
 from utils.seed import seed_everything
 
 AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -56,15 +57,15 @@ def get_parser(argv: list[str] | None) -> argparse.ArgumentParser:
     return parser
 
 
-def snapshot_counts(text: str) -> list[int]:
-    from config.args import pattern_counts
-    try:
-        return pattern_counts(text)
-    except argparse.ArgumentTypeError as exc:
-        raise ConfigError(f"--snapshot_patterns: {exc}") from None
-
-
 def main(argv: list[str] | None = None) -> dict:
+    """Train (see the module docstring); the run folder's lock is released on return."""
+    try:
+        return run(argv)
+    finally:
+        release_all()
+
+
+def run(argv: list[str] | None = None) -> dict:
     # ---- phase 1: configuration -------------------------------------------------------------
     argv = with_default_preset(list(sys.argv[1:] if argv is None else argv))
     args = parse_args(argv, parser := get_parser(argv))
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     if os.environ.get("NNI_PLATFORM"):  # an NNI trial: the tuner's {flag: value} override the flags
         from Trainer.callbacks import NniCallback
         callbacks.append(nni_cb := NniCallback())
-        args = apply_overrides(args, nni_cb.parameters, parser)
+        args = parser.validate(apply_overrides(args, nni_cb.parameters, parser))
         args.run_dir = os.path.join(args.output_dir, "nni", nni_cb.experiment_id, nni_cb.trial_id)
     seed_everything(args.seed)
     device = builders.init_distributed(builders.resolve_device(args.device))  # torchrun: see README
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = ddp.wrap_ddp(model, device, args.ddp_find_unused_parameters)  # no-op in one process
 
     # ---- phase 3: run directory and logging ---------------------------------------------------
-    run_dir = builders.open_run_dir(args, model_cfg["name"])  # under torchrun rank 0 writes
+    run_dir = builders.open_run_dir(args, model_cfg)  # locked; under torchrun rank 0 writes
     reports.log_data_profile(bundle)
     n_params = sum(p.numel() for p in model.parameters())
     logger.info(f"run dir {run_dir} | model {model_cfg['name']} ({n_params / 1e6:.2f} M params) | "
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         callbacks.append(WandbCallback(args.wandb_project, run_dir, vars(args), run_dir.name))
     if args.snapshot_patterns and ddp.is_main():
         from Trainer.callbacks import SnapshotCallback
-        callbacks.append(SnapshotCallback(snapshot_counts(args.snapshot_patterns), run_dir))
+        callbacks.append(SnapshotCallback(pattern_counts(args.snapshot_patterns), run_dir))
     trainer_cls = TRAINERS.get(getattr(LOSSES.get(args.method), "trainer", "default"))
     trainer = trainer_cls(
         model=model, loss_fn=loss_fn, optimizer=optimizer, schedule=schedule, loaders=loaders,
@@ -130,8 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
     # ---- phase 4: resume ----------------------------------------------------------------------
     # rank 0 decides (a node that cannot see the file then fails loudly instead of starting afresh)
     ckpt = ddp.broadcast_object(find_resume(run_dir) if args.resume == "auto" else (args.resume or None))
-    if ckpt:
-        trainer.load_state_dict(load_checkpoint(ckpt, map_location=device))
+    if ckpt:  # another model's checkpoint: a one-line error naming the flags, not a size mismatch
+        state = load_checkpoint(ckpt, map_location=device)
+        builders.check_resume(state, args.method, model_cfg, ckpt)
+        trainer.load_state_dict(state)
         logger.info(f"resumed from {ckpt} at epoch {trainer.start_epoch}")
 
     # ---- phase 5: train, then test the best checkpoint ----------------------------------------
@@ -155,12 +158,13 @@ def main(argv: list[str] | None = None) -> dict:
 
 if __name__ == "__main__":
     from Trainer.interrupt import TrainingInterrupted
-    from utils.errors import XRDError
 
     try:
         main()
-    except XRDError as exc:  # a documented error (bad data/checkpoint/flags): one clear line
-        raise SystemExit(f"{type(exc).__name__}: {exc}") from None
+    except (XRDError, OSError) as exc:  # documented errors, full disk, read-only...: one clear line
+        if (line := exit_message(exc)) is None:
+            raise
+        raise SystemExit(line) from None
     except TrainingInterrupted as exc:  # SIGTERM/SIGINT: state saved, exit 143/130
         logger.warning(str(exc))
         raise SystemExit(exc.exit_code) from None

@@ -14,6 +14,7 @@ non-finite loss is skipped on all ranks or none, and only the rank given a ``run
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +34,7 @@ from Trainer.registry import TRAINERS
 from Trainer.schedule import LRSchedule
 from utils.checkpoint import atomic_save, load_checkpoint
 from utils.distributed import all_reduce_max, all_reduce_sum, all_true, broadcast_module, is_main, unwrap
-from utils.errors import XRDError
+from utils.errors import StorageError, XRDError
 from utils.logging import JsonlWriter
 from utils.meters import MeterDict
 from utils.seed import get_rng_state, set_rng_state
@@ -284,10 +285,7 @@ class Trainer:
                 self.writer.write(record)
             self.start_epoch = epoch + 1
             if self.run_dir:  # best.pt first: a kill between the two writes then only repeats
-                state = self.state_dict()  # this epoch, never leaves last.pt ahead of best.pt
-                if improved:
-                    atomic_save(state, self.run_dir / "best.pt")
-                atomic_save(state, self.run_dir / "last.pt")
+                self._save_epoch(epoch, improved)  # this epoch, never leaves last.pt ahead of best.pt
             for cb in self.callbacks:
                 if hasattr(cb, "on_epoch_end"):
                     cb.on_epoch_end(self, record)
@@ -319,6 +317,23 @@ class Trainer:
             if hasattr(cb, "on_fit_end"):
                 cb.on_fit_end(self, test)
         return test
+
+    def _save_epoch(self, epoch: int, improved: bool) -> None:
+        """``best.pt`` (on improvement), then ``last.pt``. When the disk refuses (full, read-only),
+        the log row of this epoch is taken back, so that ``log.jsonl`` never holds an epoch that
+        ``last.pt`` does not, and the error says what was kept and how to go on."""
+        state = self.state_dict()
+        try:
+            if improved:
+                atomic_save(state, self.run_dir / "best.pt")
+            atomic_save(state, self.run_dir / "last.pt")
+        except StorageError as exc:
+            if self.writer:
+                with contextlib.suppress(OSError):  # a later --resume auto repairs the log anyway
+                    self.writer.keep_epochs_upto(epoch)
+            raise StorageError(exc.errno, f"{exc.strerror}; training stopped after epoch {epoch + 1}, "
+                               + (f"last.pt holds epoch {epoch}. Continue with --resume auto" if epoch else
+                                  "nothing to resume yet. Then run again")) from exc
 
     # ------------------------------------------------------------------ interruption
     def skip_step(self, batch: dict[str, Any], epoch: int, step: int) -> None:

@@ -17,9 +17,13 @@ from typing import Any
 
 import yaml
 
+from config import validate
+from utils.cli import Bounded, Parser
 from utils.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
+POS_INT, NONNEG_INT, SEED = Bounded(int, 1), Bounded(int, 0), Bounded(int, 0, 2**32 - 1)
+POS, NONNEG, UNIT = Bounded(float, 0, lo_open=True), Bounded(float, 0), Bounded(float, 0, 1, hi_open=True)
 
 
 def str2bool(v: str | bool) -> bool:
@@ -32,6 +36,17 @@ def str2bool(v: str | bool) -> bool:
     if s in {"0", "false", "f", "no", "n", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got '{v}'")
+
+
+def device_spec(text: str) -> str:
+    """``--device``: 'cpu', a CUDA index, 'cuda' or 'cuda:N' (checked before any work starts)."""
+    t = str(text).strip().lower()
+    if t in ("cpu", "cuda") or t.isdigit() or (t.startswith("cuda:") and t[5:].isdigit()):
+        return str(text).strip()
+    raise argparse.ArgumentTypeError(f"expected 'cpu' or a CUDA index (0, 1, ...), got {text!r}")
+
+
+device_spec.bad_values = ["gpu", "-1"]  # type: ignore[attr-defined]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -71,7 +86,7 @@ def describe_choices(parser: argparse.ArgumentParser, dest: str, entries: dict[s
 
 def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.ArgumentParser:
     """Every flag of ``train.py``; the first group holds the flags users change most."""
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog=prog, add_help=add_help, formatter_class=HelpFormatter,
         usage="python %(prog)s [--method NAME] [--config PRESET] [--data_dir DIR] [--FLAG VALUE ...]",
         description="Train a long-tailed space-group classifier on powder XRD patterns. "
@@ -88,14 +103,14 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     c.add_argument("--data_dir", default=None,
                    help="root of a peak-list / LMDB / raw-CSV / CIFAR-LT dataset (default: the "
                         "built-in benchmark in data/xrd_mp_default)")
-    c.add_argument("--epochs", type=int, default=100, help="training epochs")
-    c.add_argument("--batch_size", type=int, default=128,
+    c.add_argument("--epochs", type=POS_INT, default=100, help="training epochs")
+    c.add_argument("--batch_size", type=POS_INT, default=128,
                    help="patterns per step (per process under torchrun)")
-    c.add_argument("--lr", type=float, default=None,
+    c.add_argument("--lr", type=POS, default=None,
                    help="base learning rate; unset: 5e-4 with --use_adamw, else 1e-4")
-    c.add_argument("--device", default="0",
+    c.add_argument("--device", default="0", type=device_spec,
                    help="CUDA index or 'cpu'; without CUDA it falls back to the CPU with one warning")
-    c.add_argument("--seed", type=int, default=42,
+    c.add_argument("--seed", type=SEED, default=42,
                    help="seed of initialisation, data order and augmentations")
     c.add_argument("--resume", default="",
                    help="'auto' (continue the newest matching run from its last.pt) or a checkpoint "
@@ -104,9 +119,9 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     c.add_argument("--frontend_type", default="restcn",
                    help="frontend network: restcn (13 residual 1-D blocks), restcn_lite (strided stem "
                         "+ 4 residual stages, the CPU recipe's; BENCHMARKS.md) or vit")
-    c.add_argument("--width_mult", type=float, default=1.0,
+    c.add_argument("--width_mult", type=POS, default=1.0,
                    help="ResTcn/ResTcn-Lite channel multiplier (1.0 = the original 32..1024 channels)")
-    c.add_argument("--stem_stride", type=int, default=8,
+    c.add_argument("--stem_stride", type=POS_INT, default=8,
                    help="restcn_lite: grid points per stem output (8 = 0.08 deg on the default grid)")
     c.add_argument("--input_norm", default="pattern", choices=["batch", "pattern", "none"],
                    help="restcn_lite: input normalisation: pattern = each pattern standardised on its "
@@ -135,7 +150,7 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="230x230 space-group similarity CSV (default: the derived crystallographic one)")
     d.add_argument("--sg_count_path", default=None,
                    help="sg,count CSV of training counts (default: counted from the training labels)")
-    d.add_argument("--num_workers", type=int, default=0,
+    d.add_argument("--num_workers", type=NONNEG_INT, default=0,
                    help="DataLoader worker processes (0 = load in the main process)")
     d.add_argument("--augment", type=str2bool, default=True,
                    help="train-time pattern augmentations (peak-list datasets; True/False)")
@@ -143,21 +158,21 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                    help="exact lattice augmentation: re-render each training crystal in a randomly "
                         "strained cell of its crystal system (default: on for simulated data, which "
                         "carries structures; data without them, e.g. user NPY, cannot use it)")
-    d.add_argument("--lattice_strain", type=float, default=0.06,
+    d.add_argument("--lattice_strain", type=UNIT, default=0.06,
                    help="lattice augmentation: max relative change of each free cell length")
-    d.add_argument("--lattice_angle_deg", type=float, default=3.0,
+    d.add_argument("--lattice_angle_deg", type=Bounded(float, 0, 45), default=3.0,
                    help="lattice augmentation: max change of each free cell angle [deg]")
     d.add_argument("--data_source", default="files", choices=["files", "stream"],
                    help="training data: 'files' = the training split on disk; 'stream' = new random "
                         "crystals generated while training runs (datasets.synthesis.stream; val/test "
                         "stay the files of --data_dir or the built-in set)")
-    d.add_argument("--stream_structures", type=int, default=1000,
+    d.add_argument("--stream_structures", type=POS_INT, default=1000,
                    help="stream: crystals per epoch (slots; each slot keeps its space group all run)")
-    d.add_argument("--stream_reuse", type=int, default=24,
+    d.add_argument("--stream_reuse", type=POS_INT, default=24,
                    help="stream: patterns per crystal and epoch (each in its own strained cell); the "
                         "default keeps one generation process >= 2x ahead of 2-core training "
                         "(BENCHMARKS.md, 'Data supply')")
-    d.add_argument("--stream_workers", type=int, default=1,
+    d.add_argument("--stream_workers", type=POS_INT, default=1,
                    help="stream: generation processes (the other cores train)")
     d.add_argument("--stream_profile", default="mp", choices=["mp", "balanced"],
                    help="stream: space groups of the slots: 'mp' = Materials Project profile "
@@ -171,9 +186,9 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     d.add_argument("--ray_address", default=None,
                    help="stream with --stream_engine ray: cluster address (HEAD:6379, auto; "
                         "default: a private local Ray instance)")
-    d.add_argument("--max_train_samples", type=int, default=None,
+    d.add_argument("--max_train_samples", type=POS_INT, default=None,
                    help="debug: keep this many random training samples (default: all)")
-    d.add_argument("--imbalance_factor", type=float, default=100.0,
+    d.add_argument("--imbalance_factor", type=Bounded(float, 1), default=100.0,
                    help="CIFAR-LT readers: n_max / n_min of the exponential training profile")
     d.add_argument("--lt_sampling", default="cao", choices=["cao", "glmc", "first"],
                    help="CIFAR-LT readers: which images each class keeps "
@@ -184,14 +199,14 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     m = p.add_argument_group("model")
     m.add_argument("--model", default=None,
                    help="model head (default: the method's own, e.g. icl_moe for icl)")
-    m.add_argument("--vit_patch_size", type=int, default=50, help="ViT: patch length in grid points")
-    m.add_argument("--vit_embed_dim", type=int, default=256, help="ViT: token width")
-    m.add_argument("--vit_depth", type=int, default=6, help="ViT: transformer blocks")
-    m.add_argument("--vit_num_heads", type=int, default=8, help="ViT: attention heads")
-    m.add_argument("--vit_mlp_ratio", type=float, default=4.0, help="ViT: MLP width / token width")
+    m.add_argument("--vit_patch_size", type=POS_INT, default=50, help="ViT: patch length in grid points")
+    m.add_argument("--vit_embed_dim", type=POS_INT, default=256, help="ViT: token width")
+    m.add_argument("--vit_depth", type=POS_INT, default=6, help="ViT: transformer blocks")
+    m.add_argument("--vit_num_heads", type=POS_INT, default=8, help="ViT: attention heads")
+    m.add_argument("--vit_mlp_ratio", type=POS, default=4.0, help="ViT: MLP width / token width")
     m.add_argument("--vit_use_cls_token", action="store_true",
                    help="ViT: pool with a class token (else the mean of the patch tokens)")
-    m.add_argument("--num_experts", type=int, default=8, help="experts of the ICL mixture")
+    m.add_argument("--num_experts", type=POS_INT, default=8, help="experts of the ICL mixture")
     m.add_argument("--head_experts", default="0,1,2,3",
                    help="expert ids trained with CE; the gate prior routes head-heavy systems to them")
     m.add_argument("--tail_experts", default="4,5,6,7",
@@ -201,7 +216,7 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     m.add_argument("--mask_mode", default="hard", choices=["hard", "soft", "none"],
                    help="dynamic masking of SG logits by the predicted crystal system at inference (the "
                         "prediction); the ICL loss's L_sg has its own --train_mask_mode")
-    m.add_argument("--gate_prior_strength", type=float, default=1.0,
+    m.add_argument("--gate_prior_strength", type=NONNEG, default=1.0,
                    help="weight of the crystallographic gate prior R_gate (0 = rule prior off: the "
                         "gate is learned from the features alone)")
     m.add_argument("--learn_gate_prior", action="store_true",
@@ -209,32 +224,32 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
 
     o = p.add_argument_group("optim")
     o.add_argument("--use_adamw", action="store_true", help="AdamW (lr 5e-4, wd 1e-4) instead of SGD")
-    o.add_argument("--weight_decay", type=float, default=None,
+    o.add_argument("--weight_decay", type=NONNEG, default=None,
                    help="weight decay; unset: 1e-4 with --use_adamw, else 5e-4")
-    o.add_argument("--momentum", type=float, default=0.9, help="SGD momentum (unused with --use_adamw)")
-    o.add_argument("--max_grad_norm", type=float, default=1.0,
+    o.add_argument("--momentum", type=UNIT, default=0.9, help="SGD momentum (unused with --use_adamw)")
+    o.add_argument("--max_grad_norm", type=Bounded(float), default=1.0,
                    help="clip the gradient norm to this value (<= 0: no clipping)")
-    o.add_argument("--grad_warn_threshold", type=float, default=100.0,
+    o.add_argument("--grad_warn_threshold", type=POS, default=100.0,
                    help="warn once per epoch, with the count of steps, when the pre-clip gradient "
                         "norm exceeded this; steps of the first epoch and the lr warm-up are not "
                         "counted (a fresh ResTcn ICL network starts at 100-300)")
     o.add_argument("--disable_grad_warn", action="store_true", help="never warn about gradient norms")
-    o.add_argument("--warmup_epochs", type=float, default=1.0,
+    o.add_argument("--warmup_epochs", type=NONNEG, default=1.0,
                    help="linear lr warm-up, in epochs (fractions allowed)")
     o.add_argument("--adjust_lr_strategy", action="store_true",
                    help="delay early decay: cosine to --early_decay_target_lr over the first "
                         "--early_decay_ratio of training, then cosine to ~0")
-    o.add_argument("--early_decay_ratio", type=float, default=0.2,
+    o.add_argument("--early_decay_ratio", type=Bounded(float, 0, 1), default=0.2,
                    help="fraction of the run spent in the early phase of --adjust_lr_strategy")
-    o.add_argument("--early_decay_target_lr", type=float, default=1e-3,
+    o.add_argument("--early_decay_target_lr", type=POS, default=1e-3,
                    help="lr at the end of the early phase of --adjust_lr_strategy")
     o.add_argument("--lr_restart_enabled", action="store_true",
                    help="warm restart (to half the base lr) after a validation plateau")
-    o.add_argument("--lr_restart_patience", type=int, default=20,
+    o.add_argument("--lr_restart_patience", type=POS_INT, default=20,
                    help="epochs without improvement before a restart (--lr_restart_enabled)")
 
     t = p.add_argument_group("train")
-    t.add_argument("--early_stop_patience", type=int, default=0,
+    t.add_argument("--early_stop_patience", type=NONNEG_INT, default=0,
                    help="stop after this many epochs without improvement (0 = off)")
     t.add_argument("--run_dir", default=None,
                    help="exact run directory (default: OUTPUT_DIR/TASK/DATASET-EPOCHS_METHOD-MODEL-"
@@ -242,10 +257,10 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     t.add_argument("--task", default="sg", help="task name, the folder under --output_dir")
     t.add_argument("--skip_nonfinite", action="store_true",
                    help="skip batches with a non-finite loss instead of stopping")
-    t.add_argument("--stop_after_epoch", type=int, default=0,
+    t.add_argument("--stop_after_epoch", type=NONNEG_INT, default=0,
                    help="exit (checkpointed) after this epoch, e.g. to fit a job time limit; continue "
                         "with --resume auto (0 = run to --epochs)")
-    t.add_argument("--snapshot_patterns", default="",
+    t.add_argument("--snapshot_patterns", default="", type=pattern_counts,
                    help="comma-separated numbers of training patterns seen (e.g. 50000,200000) at "
                         "which to keep the weights as RUN/seen_<count>.pt, for learning curves "
                         "(scripts/default/learning_curve.sh)")
@@ -269,13 +284,13 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
                     help="training progress: auto = a live bar (patterns/s, ETA) when stderr is a "
                          "terminal, else a log line with the ETA every --progress_interval seconds "
                          "and at each 10%% of an epoch; bar/log force one; none = epoch lines only")
-    lg.add_argument("--progress_interval", type=float, default=30.0,
+    lg.add_argument("--progress_interval", type=NONNEG, default=30.0,
                     help="seconds between progress log lines when stderr is not a terminal (0 = a "
                          "line at every 10%% of an epoch)")
     lg.add_argument("--use_wandb", action="store_true",
                     help="log to wandb (offline unless there is a login and the server answers)")
     lg.add_argument("--wandb_project", default="xrd-longtail", help="wandb project name")
-    return p
+    return validate.install(p)
 
 
 def load_preset(name_or_path: str) -> dict[str, Any]:

@@ -7,9 +7,11 @@ corrupt ``last.pt``. Loading uses ``weights_only=True``: a checkpoint cannot run
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import IO, Any
 
 import torch
 
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, storage_error
 
 
 @contextmanager
@@ -26,8 +28,11 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any)
     (0666 minus the umask, not mkstemp's 0600) and ``os.replace`` it onto ``path`` (atomic on
     POSIX). On any error the temporary file is removed and ``path`` is untouched."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise storage_error(exc, path, "nothing was written") or exc from exc
     try:
         with os.fdopen(fd, mode, **open_kwargs) as fh:
             yield fh
@@ -37,17 +42,54 @@ def atomic_writer(path: str | os.PathLike, mode: str = "wb", **open_kwargs: Any)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):  # full disk, read-only folder...: one line naming what is kept
+            kept = f"the previous {path.name} is unchanged" if path.exists() else "nothing was written"
+            raise storage_error(exc, path, kept) or exc from exc
         raise
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """Save ``obj`` with ``torch.save`` atomically to ``path``; returns the path."""
+    """Save ``obj`` with ``torch.save`` atomically to ``path``; returns the path.
+
+    The checkpoint is serialised in memory first and then written with :func:`write_all`, so that a
+    full disk is an ``OSError`` (ENOSPC) of the write call, which becomes a one-line
+    :class:`StorageError` (PyTorch's zip writer would report it as an unrelated ``RuntimeError``).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_writer(path, "wb") as fh:
-        torch.save(obj, fh)
+        write_all(fh.fileno(), buf.getbuffer())
     return Path(path)
+
+
+def write_all(fd: int, data: memoryview | bytes) -> None:
+    """``os.write`` until every byte is written (the one write call of checkpoints: tests inject
+    faults here)."""
+    view = memoryview(data)
+    while len(view):
+        view = view[os.write(fd, view):]
+
+
+def config_diff(saved: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
+    """Entries that differ between two nested dicts, as ``key: saved -> now`` (leaf keys, which are
+    flag names for most model settings, e.g. ``width_mult: 0.25 -> 0.5``)."""
+    out = []
+    for key in sorted(set(saved) | set(now), key=str):
+        a, b = saved.get(key), now.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b and not (isinstance(a, (list, tuple)) and isinstance(b, (list, tuple))
+                             and list(a) == list(b)):
+            out.append(f"{prefix}{key}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _why_not_a_checkpoint(path: Path, exc: Exception) -> str:
@@ -68,6 +110,9 @@ def _why_not_a_checkpoint(path: Path, exc: Exception) -> str:
                 "this framework never loads because loading it could run code")
     if head.startswith(b"PK"):
         return "it is truncated or damaged (a copy or a write that was cut short)"
+    if head.startswith(b"\x80"):  # PyTorch writes zip archives; this is a bare Python pickle
+        return ("it is a plain Python pickle, not a PyTorch checkpoint (train.py writes zip archives), "
+                "and loading a pickle could run code")
     return f"PyTorch cannot read it ({type(exc).__name__})"
 
 
@@ -80,8 +125,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise CheckpointError(f"{path}: checkpoint not found. Fix: pass the path of a 'last.pt' or "
                               "'best.pt' inside a run directory")
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # PyTorch's own warnings about the file: our message says it
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle error, wrong format ...
+        if isinstance(exc, OSError) and storage_error(exc) is not None:  # e.g. no permission to read
+            raise storage_error(exc, path, "nothing was changed") from exc
         raise CheckpointError(f"{path}: not a checkpoint written by train.py: "
                               f"{_why_not_a_checkpoint(path, exc)}. Fix: pass the best.pt or last.pt "
                               "of a run directory (retrain if both are damaged)") from exc

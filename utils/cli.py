@@ -1,11 +1,15 @@
-"""How a command is recorded for provenance (``dataset.json``'s ``command``, run metadata)."""
+"""Command lines: how a command is recorded for provenance (``dataset.json``'s ``command``, run
+metadata), and how one is parsed (range-checked flag types, a parser whose errors are one line)."""
 
 from __future__ import annotations
 
+import argparse
+import math
 import os
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 
 def _relative(arg: str, cwd: Path) -> str:
@@ -38,3 +42,134 @@ def command_line(prog: str, argv: Sequence[str], cwd: str | os.PathLike | None =
         else:
             parts.append(shlex.quote(_relative(arg, base)))
     return " ".join([prog, *parts])
+
+
+# ------------------------------------------------------------------ flag types and the parser
+class Bounded:
+    """An argparse ``type`` that converts with ``kind`` (int or float) and checks a range.
+
+    Non-finite numbers (nan, inf) are always refused. ``lo``/``hi`` bound the value (``lo_open`` /
+    ``hi_open`` exclude the bound); ``allow`` lists extra values accepted as they are (e.g. 0 = off).
+    ``bad_values`` are values the flag-walking test feeds to check the range is enforced.
+    """
+
+    def __init__(self, kind: type = float, lo: float | None = None, hi: float | None = None, *,
+                 lo_open: bool = False, hi_open: bool = False) -> None:
+        self.kind, self.lo, self.hi, self.lo_open, self.hi_open = kind, lo, hi, lo_open, hi_open
+        self.__name__ = self.describe()  # argparse names the type in "invalid <name> value"
+
+    def describe(self) -> str:
+        name = "integer" if self.kind is int else "number"
+        parts = []
+        if self.lo is not None:
+            parts.append(f"{'>' if self.lo_open else '>='} {self.lo:g}")
+        if self.hi is not None:
+            parts.append(f"{'<' if self.hi_open else '<='} {self.hi:g}")
+        return f"{name} {' and '.join(parts)}".strip()
+
+    def _article(self) -> str:
+        return ("an " if self.kind is int else "a ") + self.describe()
+
+    def __call__(self, text: str) -> int | float:
+        try:
+            value = float(text) if self.kind is float else _as_int(text)
+        except (TypeError, ValueError, OverflowError):
+            raise argparse.ArgumentTypeError(f"expected {self._article()}, got {text!r}") from None
+        if self.kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite {self.describe()}, got {text!r}")
+        low = self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo)
+        high = self.hi is not None and (value >= self.hi if self.hi_open else value > self.hi)
+        if low or high:
+            raise argparse.ArgumentTypeError(f"expected {self._article()}, got {text!r}")
+        return value
+
+    @property
+    def bad_values(self) -> list[str]:
+        """Out-of-range inputs (for tests): just outside each bound, and text that is no number."""
+        out = ["abc"] + (["nan", "inf"] if self.kind is float else ["1.5"])
+        step = 1 if self.kind is int else 1e-3
+        if self.lo is not None:
+            out.append(str(self.lo if self.lo_open else self.lo - step))
+        if self.hi is not None:
+            out.append(str(self.hi if self.hi_open else self.hi + step))
+        return out
+
+
+def _as_int(text: Any) -> int:
+    """``"5"`` or ``5.0`` (an NNI tuner's number) -> 5; ``"1.5"`` is refused."""
+    if isinstance(text, float):
+        if not text.is_integer():
+            raise ValueError(text)
+        return int(text)
+    return int(str(text).strip())
+
+
+def int_list(lo: int, hi: int, what: str = "values") -> Any:
+    """An argparse ``type`` for comma-separated integers within ``[lo, hi]`` (e.g. space groups)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in str(text).split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what} ({lo}..{hi}), "
+                                             f"got {text!r}") from None
+        bad = [v for v in values if not lo <= v <= hi]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"{what} must lie in {lo}..{hi}, got {text!r}")
+        return values
+
+    parse.__name__ = what
+    parse.bad_values = ["x", f"{lo - 1}", f"{hi + 1}", ""]  # type: ignore[attr-defined]
+    return parse
+
+
+def writable_file(text: str) -> str:
+    """An argparse ``type`` for an output file: its folder must exist (checked before any work)."""
+    parent = Path(text).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: folder {parent} does not exist (create it first)")
+    if Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; pass a file name")
+    return text
+
+
+writable_file.bad_values = ["/nonexistent_folder_xrd/out.csv"]  # type: ignore[attr-defined]
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose errors are one line (``prog: error: ...``, exit code 2, no
+    usage block, no traceback) and which runs cross-flag validators after parsing.
+
+    Every float flag refuses nan/inf (also flags that plug-ins add with ``type=float``). A validator
+    is ``fn(namespace) -> str | None``: a message names the flags and the fix; the parse then fails
+    like a bad value does, before any work starts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.validators: list[Callable[[argparse.Namespace], str | None]] = []
+
+    def add_validator(self, fn: Callable[[argparse.Namespace], str | None]) -> None:
+        self.validators.append(fn)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        for action in self._actions:  # plug-in flags declared with type=float: refuse nan/inf too
+            if action.type is float:
+                action.type = Bounded(float)
+        return super().parse_known_args(args, namespace)
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> argparse.Namespace:
+        ns = super().parse_args(args, namespace)
+        self.validate(ns)
+        return ns
+
+    def validate(self, ns: argparse.Namespace) -> argparse.Namespace:
+        """Run the cross-flag validators (also after NNI overrides); the first problem is an error."""
+        for fn in self.validators:
+            msg = fn(ns)
+            if msg:
+                self.error(msg)
+        return ns
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {' '.join(str(message).split())} (see --help)\n")

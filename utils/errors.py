@@ -7,6 +7,8 @@ property-based fuzzers assert that only these types escape.
 
 from __future__ import annotations
 
+import errno
+
 
 class XRDError(Exception):
     """Base class of all documented framework errors."""
@@ -42,3 +44,42 @@ def fail(cls: type[XRDError], path: object, problem: str, fix: str) -> XRDError:
         fix: what the user should do.
     """
     return cls(f"{path}: {problem}. Fix: {fix}")
+
+
+class StorageError(XRDError, OSError):
+    """The operating system refused a write or read: full disk, no permission, read-only mount."""
+
+
+# errno -> (what happened, how to fix it)
+_OS_PROBLEMS = {
+    errno.ENOSPC: ("no space left on the device", "free space (or write elsewhere), then run again"),
+    errno.EDQUOT: ("disk quota exceeded", "free space in your quota (or write elsewhere), then run again"),
+    errno.EACCES: ("permission denied", "make the folder writable for this user, or write elsewhere"),
+    errno.EPERM: ("operation not permitted", "make the folder writable for this user, or write elsewhere"),
+    errno.EROFS: ("read-only file system", "write to a folder on a writable file system"),
+}
+
+
+def storage_error(exc: OSError, path: object = None, kept: str = "") -> StorageError | None:
+    """A one-line :class:`StorageError` for a full disk / permission / read-only error (None for
+    any other ``OSError``, which stays as it is): the path, what happened, what was kept, the fix."""
+    if isinstance(exc, StorageError):
+        return exc
+    if exc.errno not in _OS_PROBLEMS:
+        return None
+    problem, fix = _OS_PROBLEMS[exc.errno]
+    where = path if path is not None else (exc.filename or "a file")
+    return StorageError(exc.errno, f"{where}: {problem}" + (f"; {kept}" if kept else "")
+                        + f". Fix: {fix}")
+
+
+def exit_message(exc: BaseException) -> str | None:
+    """The one line a command prints for a documented error (an :class:`XRDError`, or an OS error
+    that :func:`storage_error` describes); None for anything else (a bug: keep the traceback)."""
+    if isinstance(exc, OSError) and not isinstance(exc, XRDError):
+        exc = storage_error(exc) or exc
+    if isinstance(exc, StorageError):
+        return f"StorageError: {exc.strerror}"
+    if isinstance(exc, XRDError):
+        return f"{type(exc).__name__}: {exc}"
+    return None
