@@ -20,34 +20,36 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
 from loguru import logger
 
 import builders
-from config.args import HelpFormatter
+from config.args import HelpFormatter, device_spec
 from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import atomic_writer, load_checkpoint
+from utils.cli import Bounded, Parser, writable_file
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
-from utils.errors import DataError, XRDError
+from utils.errors import DataError, XRDError, exit_message
 from utils.grid import GridSpec
 from utils.logging import setup_logging
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("predict.py", formatter_class=HelpFormatter,
+    p = Parser("predict.py", formatter_class=HelpFormatter,
                                 description="Predict the crystal system and space group of pattern "
                                             "files with a checkpoint written by train.py.")
     p.add_argument("paths", nargs="+", help="pattern files, or folders whose pattern files "
                                             f"({', '.join(PATTERN_SUFFIXES)}) are all predicted")
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (a run's best.pt)")
-    p.add_argument("--wavelength", type=float, default=None,
+    p.add_argument("--wavelength", type=Bounded(float, 0, 10, lo_open=True), default=None,
                    help="wavelength of the measured patterns in Å (unset: the model's, Cu Kα1)")
-    p.add_argument("--topk", type=int, default=5, help="space groups listed per file")
-    p.add_argument("--csv", default=None,
+    p.add_argument("--topk", type=Bounded(int, 1, 230), default=5, help="space groups listed per file")
+    p.add_argument("--csv", default=None, type=writable_file,
                    help="also write the predictions to this CSV file (unset: printed only)")
-    p.add_argument("--device", default="cpu", help="'cpu' or a CUDA index")
+    p.add_argument("--device", default="cpu", type=device_spec, help="'cpu' or a CUDA index")
     return p
 
 
@@ -110,14 +112,14 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
     return rows, failures
 
 
-def write_csv(path: str, rows: list[dict], topk: int) -> None:
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, topk + 1)
-                                                         for k in ("sg", "symbol", "p")])
-        for r in rows:
-            w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
-                       + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")])
+def write_csv(fh: IO[str], rows: list[dict], topk: int) -> None:
+    """The predictions as CSV rows into the open text file ``fh``."""
+    w = csv.writer(fh)
+    w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, topk + 1)
+                                                     for k in ("sg", "symbol", "p")])
+    for r in rows:
+        w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
+                   + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")])
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -134,7 +136,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for rank, (num, sym, p) in enumerate(r["top"], 1):
             print(f"  {rank}. {sym:<12} (No. {num:>3})  p = {p:.3f}")
     if args.csv:
-        write_csv(args.csv, rows, args.topk)
+        try:
+            with atomic_writer(args.csv, "w", newline="") as fh:
+                write_csv(fh, rows, args.topk)
+        except OSError as exc:  # full disk, no permission: the predictions above stay printed
+            print(f"error: {exit_message(exc) or exc}", file=sys.stderr)
+            raise SystemExit(1) from None
     names = [Path(f).name for f, _ in failures]
     listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
     print(f"\n{len(rows)} predicted, {len(failures)} failed"

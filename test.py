@@ -21,26 +21,30 @@ from loguru import logger
 import builders
 import reports
 from config.args import HelpFormatter, get_args_parser
+from config.validate import DATA_NEEDS, unread_flags
 from datasets.readers.npy import read_sg_count
 from metrics import gate_usage
 from Trainer import Evaluator
 from utils.checkpoint import load_checkpoint
+from utils.cli import Bounded, Parser
 from utils.grid import GridSpec
 from utils.logging import setup_logging
+from utils.runlock import lock_run_dir, release_all
 
 DATA_FLAGS = ("dataset", "data_format", "use_processed_npy", "processed_data_dir", "data_dir",
               "sg_count_path", "imbalance_factor", "lt_sampling")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("test.py", parents=[get_args_parser(add_help=False)],
+    p = Parser("test.py", parents=[get_args_parser(add_help=False)],
                                 conflict_handler="resolve", formatter_class=HelpFormatter,
                                 usage="python test.py --ckpt CKPT [--data_dir DIR] [--split SPLIT] [...]",
                                 description="Evaluate a checkpoint written by train.py; data flags "
                                             "default to the training run's.")
     p.add_argument("--ckpt", required=True, help="checkpoint (best.pt / last.pt) written by train.py")
     p.add_argument("--split", default="test", choices=["test", "val", "train"])
-    p.add_argument("--out_dir", default=None, help="where reports go (default: the checkpoint's folder)")
+    p.add_argument("--out_dir", default=None, help="where reports go (default: the checkpoint's folder); "
+                   "locked while test.py writes, like a training run's folder")
     p.add_argument("--eval_counts_path", default=None,
                    help="sg,count CSV whose counts define the many/medium/few groups, the per-class "
                         "plot and the prior baselines (default: the checkpoint's training counts); "
@@ -49,7 +53,7 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask_mode", default=None, choices=["hard", "soft", "none"],
                    help="ICL: evaluate with this crystal-system masking at inference instead of the "
                         "one the model was trained with (an ablation that needs no training)")
-    p.add_argument("--cs_posthoc_adjust", type=float, default=0.0, metavar="TAU",
+    p.add_argument("--cs_posthoc_adjust", type=Bounded(float, 0), default=0.0, metavar="TAU",
                    help="ICL: shift the crystal-system logits by −τ·(log π_cs − log ν_cs), from the "
                         "checkpoint's training prior π_cs to the system prior of a test set balanced "
                         "over space groups (post-hoc logit adjustment, Menon et al. 2021); 0 = off")
@@ -57,6 +61,14 @@ def get_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Evaluate (see the module docstring); the report folder's lock is released on return."""
+    try:
+        return run(argv)
+    finally:
+        release_all()
+
+
+def run(argv: list[str] | None = None) -> dict:
     parser = get_parser()
     args = parser.parse_args(argv)
     setup_logging(None, args.log_level)
@@ -67,6 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
         if k not in given and k in train_args:
             setattr(args, k, train_args[k])
     args.seed = train_args.get("seed", args.seed)
+    if (problem := unread_flags(args, parser, DATA_NEEDS)) is not None:  # with the run's data flags
+        parser.error(problem)
+    out_dir = lock_run_dir(Path(args.out_dir) if args.out_dir else Path(args.ckpt).resolve().parent,
+                           "evaluation (test.py)")
     device = builders.resolve_device(args.device)
 
     bundle = builders.build_data(args, augment=False)
@@ -106,7 +122,6 @@ def main(argv: list[str] | None = None) -> dict:
     lab = loaders.get(f"{args.split}_lab")  # the same patterns rendered as a lab measures them
     if lab is not None:
         metrics.update({f"lab_{k}": v for k, v in evaluator.summarize(evaluator.predict(lab)).items()})
-    out_dir = Path(args.out_dir) if args.out_dir else Path(args.ckpt).resolve().parent
     reports.write_test_reports(out_dir, pred, counts, metrics, sg_confusion=True)
     logger.info(f"reports written to {out_dir}")
     print(builders.results_table(metrics, f"{args.split} ({Path(args.ckpt).name})"))
@@ -115,9 +130,11 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    from utils.errors import XRDError
+    from utils.errors import XRDError, exit_message
 
     try:
         main()
-    except XRDError as exc:  # a documented error (bad data/checkpoint/flags): one clear line
-        raise SystemExit(f"{type(exc).__name__}: {exc}") from None
+    except (XRDError, OSError) as exc:  # documented errors, full disk, read-only...: one clear line
+        if (line := exit_message(exc)) is None:
+            raise
+        raise SystemExit(line) from None

@@ -10,6 +10,10 @@ into ``peaks_{split}.npz`` (sticks, metadata and the structures, from which latt
 derives reflection families), the LMDB folders, ``sg_count.csv``, ``rule_matrix.csv`` and
 ``dataset.json`` (with a failure report).
 An interrupted run continues where it stopped and yields the same files (same checksums).
+
+Everything is built in ``OUT.partial/`` beside the target (the shards of an interrupted run wait
+there) and renamed to ``OUT`` at the end, so ``OUT`` is either absent or complete; an ``OUT`` that
+already holds files is replaced only with ``--overwrite``.
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from datasets.synthesis.jobs import JobRunner
 from datasets.synthesis.plan import SPLIT_ID, SPLITS, Job, load_mp_table, make_plan
 from datasets.synthesis.shards import ShardStore, take_jobs
 from datasets.synthesis.structures import GENERATOR_VERSION, mp_table_path
-from utils.cli import command_line
+from utils.cli import Bounded, Parser, command_line, int_list
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS
 from utils.grid import GridSpec
+from utils.runlock import LOCK_NAME, lock_run_dir, release_all
 
 
 def generate(jobs: list[Job], store: ShardStore, runner: JobRunner, engine, shard_size: int) -> int:
@@ -244,46 +249,75 @@ def print_report(info: dict) -> None:
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("datasets.simulate", description=__doc__.split("\n")[0])
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--scale", type=float, default=0.05,
+    p = Parser("datasets.simulate", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output folder (built in OUT.partial, renamed at the end)")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT that already holds files")
+    p.add_argument("--scale", type=Bounded(float, 0, lo_open=True), default=0.05,
                    help="train jobs per group = max(1, round(scale*MP count))")
-    p.add_argument("--val_per_class", type=int, default=2)
-    p.add_argument("--test_per_class", type=int, default=4)
-    p.add_argument("--max_atoms", type=int, default=60, help="largest conventional cell sampled")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--groups", type=str, default=None, help="comma-separated space groups (quick runs)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2)))
+    p.add_argument("--val_per_class", type=Bounded(int, 0), default=2)
+    p.add_argument("--test_per_class", type=Bounded(int, 0), default=4)
+    p.add_argument("--max_atoms", type=Bounded(int, 1), default=60, help="largest conventional cell sampled")
+    p.add_argument("--seed", type=Bounded(int, 0, 2**32 - 1), default=0)
+    p.add_argument("--groups", type=int_list(1, 230, "space groups"), default=None,
+                   help="comma-separated space groups (quick runs)")
+    p.add_argument("--workers", type=Bounded(int, 1), default=max(1, (os.cpu_count() or 2)))
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local worker processes, or Ray tasks (a local Ray instance, or a cluster "
                         "with --ray_address); same seed -> same structures with either")
     p.add_argument("--ray_address", default=None, help="Ray cluster address HEAD:PORT (--engine ray)")
-    p.add_argument("--job_timeout_s", type=float, default=300.0,
+    p.add_argument("--job_timeout_s", type=Bounded(float, 0, lo_open=True), default=300.0,
                    help="a job running longer is recorded as failed and its worker replaced")
-    p.add_argument("--shard_size", type=int, default=48, help="jobs per resumable shard file")
-    p.add_argument("--max_jobs", type=int, default=None, help="stop after this many new jobs (rerun resumes)")
-    p.add_argument("--tol_factor", type=float, default=0.9, help="pyxtal distance-tolerance scale")
-    p.add_argument("--volume_factor", type=float, default=1.2, help="pyxtal cell-volume factor")
-    p.add_argument("--min_intensity", type=float, default=0.5,
+    p.add_argument("--shard_size", type=Bounded(int, 1), default=48, help="jobs per resumable shard file")
+    p.add_argument("--max_jobs", type=Bounded(int, 1), default=None,
+                   help="stop after this many new jobs (rerun resumes)")
+    p.add_argument("--tol_factor", type=Bounded(float, 0, lo_open=True), default=0.9,
+                   help="pyxtal distance-tolerance scale")
+    p.add_argument("--volume_factor", type=Bounded(float, 0, lo_open=True), default=1.2,
+                   help="pyxtal cell-volume factor")
+    p.add_argument("--min_intensity", type=Bounded(float, 0, 100, hi_open=True), default=0.5,
                    help="drop sticks below this %% of the strongest peak")
-    p.add_argument("--wavelength", type=float, default=1.5406)
-    p.add_argument("--two_theta_min", type=float, default=5.0)
-    p.add_argument("--two_theta_max", type=float, default=90.0)
+    p.add_argument("--wavelength", type=Bounded(float, 0, 10, lo_open=True), default=1.5406)
+    p.add_argument("--two_theta_min", type=Bounded(float, 0, 180, hi_open=True), default=5.0)
+    p.add_argument("--two_theta_max", type=Bounded(float, 0, 180, lo_open=True), default=90.0)
     p.add_argument("--lmdb", action=argparse.BooleanOptionalAction, default=True,
                    help="write OUT/lmdb/{split}")
     p.add_argument("--npy", action=argparse.BooleanOptionalAction, default=False,
                    help="write the seed's NPY layout")
     p.add_argument("--keep_shards", action=argparse.BooleanOptionalAction, default=True)
+    p.add_validator(lambda a: None if a.two_theta_min < a.two_theta_max else
+                    f"--two_theta_min {a.two_theta_min} must be below --two_theta_max {a.two_theta_max}")
+    p.add_validator(lambda a: None if not a.ray_address or a.engine == "ray" else
+                    "--ray_address is given but would be ignored: it needs --engine ray. Fix: add that")
     return p
+
+
+def publish(work: Path, out: Path) -> None:
+    """Rename the finished ``work`` folder to ``out`` (an old ``out`` is moved aside first and
+    removed only once the new one is in place)."""
+    import shutil
+
+    (work / LOCK_NAME).unlink(missing_ok=True)
+    old = out.with_name(f".{out.name}.replaced")
+    if out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+    os.replace(work, out)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> dict | None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
     args.argv = argv
-    args.groups = sorted({int(g) for g in args.groups.split(",")}) if args.groups else None
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    args.groups = sorted(set(args.groups)) if args.groups else None
+    final = Path(args.out)
+    if final.is_dir() and any(final.iterdir()) and not args.overwrite:
+        parser.error(f"--out {final} already holds files. Fix: pass --overwrite to replace them "
+                     "(the new set is built beside it first), or choose another --out")
+    if final.exists() and not final.is_dir():
+        parser.error(f"--out {final} is a file. Fix: choose a folder")
+    out = lock_run_dir(final.with_name(final.name + ".partial"), "datasets.simulate")
     from utils.logging import setup_logging
 
     setup_logging(out / "simulate.log")
@@ -312,7 +346,9 @@ def main(argv: list[str] | None = None) -> dict | None:
     if engine.stats.get("crashed_workers") or engine.stats.get("hung_jobs"):
         logger.warning("engine: {}", engine.stats)
     if len(limit) < len(todo):
-        logger.info("stopped after {} jobs (--max_jobs); rerun the same command to continue", len(limit))
+        logger.info("stopped after {} jobs (--max_jobs); the shards wait in {}: rerun the same command "
+                    "to continue", len(limit), out)
+        release_all()
         return None
     # 3. assemble
     res = store.load_all()
@@ -326,8 +362,21 @@ def main(argv: list[str] | None = None) -> dict | None:
         import shutil
 
         shutil.rmtree(out / "shards")
+    from utils.logging import setup_logging
+
+    setup_logging(None)  # stop writing simulate.log before its folder is renamed
+    release_all()
+    publish(out, final)
+    logger.info("dataset written to {}", final)
     return info
 
 
 if __name__ == "__main__":
-    main()
+    from utils.errors import XRDError, exit_message
+
+    try:
+        main()
+    except (XRDError, OSError) as exc:  # other settings than the shards', full disk...: one line
+        if (line := exit_message(exc)) is None:
+            raise
+        raise SystemExit(line) from None

@@ -145,10 +145,17 @@ def test_tiny_generation_and_resume_gives_identical_checksums(tmp_path):
     assert info["n_present_groups"] == 3 and "by_crystal_system" in info["failure_report"]
     assert (tmp_path / "full" / "lmdb" / "train" / "data.mdb").is_file()
     # interrupted run: stop after 5 jobs (two shards of 4 ... one partial), then resume
+    # (built in cut.partial beside the target: cut itself appears only when complete)
     assert _run(tmp_path / "cut", "--max_jobs", "5") is None
-    assert not (tmp_path / "cut" / "peaks_train.npz").exists()
-    assert len(list((tmp_path / "cut" / "shards").glob("shard_*.npz"))) == 2
+    assert not (tmp_path / "cut").exists()
+    assert len(list((tmp_path / "cut.partial" / "shards").glob("shard_*.npz"))) == 2
+    # settings that change results refuse to mix with existing shards
+    from utils.errors import DataError
+
+    with pytest.raises(DataError, match="other settings"):
+        _run(tmp_path / "cut", "--tol_factor", "0.8")
     resumed = _run(tmp_path / "cut", "--npy")
+    assert not (tmp_path / "cut.partial").exists()
     assert resumed["checksums_sha256"] == full["checksums_sha256"]  # same data, any worker count
     # the seed's NPY layout, rendered from the same peak lists
     a = np.load(tmp_path / "cut" / "xrd_mp_sg_test" / "test_xrd_mp_sg.npy", allow_pickle=False)
@@ -156,11 +163,10 @@ def test_tiny_generation_and_resume_gives_identical_checksums(tmp_path):
     assert a.shape == (len(test),) and a["intensitys"].shape[1] == 8500
     assert np.array_equal(a["labels230"], test.sg) and np.allclose(a["intensitys"].max(1), 1.0)
     assert (tmp_path / "cut" / "xrd_mp_sg_train" / "test_val_xrd_mp_sg.npy").is_file()
-    # settings that change results refuse to mix with existing shards
-    from utils.errors import DataError
-
-    with pytest.raises(DataError, match="other settings"):
+    # a finished set is never overwritten without --overwrite
+    with pytest.raises(SystemExit) as exc:
         _run(tmp_path / "cut", "--tol_factor", "0.8")
+    assert exc.value.code == 2
 
 
 def test_split_ids_are_stable():

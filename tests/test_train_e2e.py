@@ -161,8 +161,9 @@ def test_snapshots_at_patterns_seen_for_learning_curves(tiny_data, tmp_path):
     assert 0 <= metrics["sg_top1"] <= 1
 
 
-def test_snapshot_counts_are_validated():
-    from utils.errors import ConfigError
-    assert train.snapshot_counts("1M,50k,50000") == [50_000, 1_000_000] and train.snapshot_counts("") == []
-    with pytest.raises(ConfigError, match="fifty"):
-        train.snapshot_counts("fifty")
+def test_snapshot_counts_are_validated(capsys):
+    from config.args import parse_args, pattern_counts
+    assert pattern_counts("1M,50k,50000") == [50_000, 1_000_000] and pattern_counts("") == []
+    with pytest.raises(SystemExit) as exc:  # refused while parsing, before any work
+        parse_args(["--snapshot_patterns", "fifty"], train.get_parser([]))
+    assert exc.value.code == 2 and "fifty" in capsys.readouterr().err

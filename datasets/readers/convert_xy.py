@@ -30,7 +30,7 @@ from tqdm import tqdm
 from datasets.readers.npy_format import SPLITS, read_dataset_json, split_path, write_dataset_json, write_npy
 from datasets.readers.xy_patterns import PATTERN_SUFFIXES, interpolate_to_grid, read_xy
 from utils.crystal import N_SG
-from utils.errors import DataError, GridMismatchError, fail
+from utils.errors import DataError, GridMismatchError, exit_message, fail
 from utils.grid import GridSpec
 
 _LABEL_FIX = "labels.csv rows are 'file,sg' with sg in 1..230 (optional header 'file,sg')"
@@ -94,8 +94,13 @@ def match_files(src: Path, labels: dict[str, int], labels_path: Path) -> list[tu
 
 
 def convert_xy(src: str | Path, labels_path: str | Path, out: str | Path, name: str, split: str = "test",
-               grid: GridSpec | None = None, wavelength: float | None = None) -> dict[str, Any]:
-    """Convert one split; returns the provenance entry added to dataset.json."""
+               grid: GridSpec | None = None, wavelength: float | None = None,
+               overwrite: bool = False) -> dict[str, Any]:
+    """Convert one split; returns the provenance entry added to dataset.json.
+
+    An existing file of the split is replaced only with ``overwrite``; the file is written to a
+    temporary name beside it and renamed when complete (``write_npy``), so a failure leaves the
+    folder as it was."""
     src, labels_path, out = Path(src), Path(labels_path), Path(out)
     grid = grid or GridSpec()
     if grid.n_points < 2 or not grid.two_theta_max > grid.two_theta_min or grid.wavelength <= 0:
@@ -105,6 +110,9 @@ def convert_xy(src: str | Path, labels_path: str | Path, out: str | Path, name: 
         raise DataError(f"--split {split!r}: must be one of {', '.join(SPLITS)}")
     if not src.is_dir():
         raise fail(DataError, src, "pattern folder not found", "pass the folder holding the .xy files")
+    if split_path(out, name, split).exists() and not overwrite:
+        raise fail(DataError, split_path(out, name, split), f"the {split} split of {name!r} exists already",
+                   "pass --overwrite to replace it, or another --out / --split")
     pairs = match_files(src, read_labels(labels_path), labels_path)
     meta = read_dataset_json(out)
     if meta is not None:
@@ -149,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="processed-data folder to write")
     p.add_argument("--dataset", required=True, help="dataset name used in the file names")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split these files are")
+    p.add_argument("--overwrite", action="store_true", help="replace the split's file if it exists")
     p.add_argument("--wavelength", type=float, default=None, help="wavelength of the files [Å] "
                    "(default: the grid's)")
     d = GridSpec()
@@ -159,9 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     grid = GridSpec(a.two_theta_min, a.two_theta_max, a.n_points, a.grid_wavelength)
     try:
-        entry = convert_xy(a.src, a.labels, a.out, a.dataset, a.split, grid, a.wavelength)
-    except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        entry = convert_xy(a.src, a.labels, a.out, a.dataset, a.split, grid, a.wavelength, a.overwrite)
+    except (DataError, OSError) as exc:  # documented errors, full disk, read-only...: one line
+        if exit_message(exc) is None:
+            raise
+        print(f"error: {exc if isinstance(exc, DataError) else exit_message(exc)}", file=sys.stderr)
         return 2
     print(json.dumps({k: entry[k] for k in ("n", "coverage_min", "coverage_mean", "n_low_coverage")}))
     return 0

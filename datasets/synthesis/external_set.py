@@ -42,6 +42,21 @@ def pyxtal_structure_dir() -> Path:
     return Path(pyxtal.__file__).resolve().parent / "database" / "cifs"
 
 
+def source_record(src: Path) -> dict[str, str]:
+    """Where the structures came from, without the building machine's paths: pyxtal's own folder
+    is recorded as the package and its version (as the default set records its versions); another
+    folder as the path given (relative to the working directory when under it)."""
+    import importlib.metadata as md
+
+    try:
+        own = src.resolve() == pyxtal_structure_dir()
+    except ImportError:
+        own = False
+    if own:
+        return {"package": "pyxtal", "version": md.version("pyxtal"), "folder": "database/cifs"}
+    return {"folder": command_line("", [str(src)]).strip()}
+
+
 def load_structures(src: Path) -> tuple[list[tuple[str, object]], list[tuple[str, str]]]:
     """(name, pymatgen Structure) for every readable file; (name, reason) for the others."""
     from pymatgen.core import Structure
@@ -88,7 +103,7 @@ def build(src: Path, out: Path, grid: GridSpec, symprec: float = 0.1) -> dict:
     table = PeakTable.from_lists(tts, ints, sgs, grid.wavelength,
                                  meta={"source": names, "formula": formulas, "organic": organic})
     table.save(out / "peaks_test.npz")
-    info = {"name": out.name, "eval_only": True, "grid": grid.to_dict(), "source_dir": str(src),
+    info = {"name": out.name, "eval_only": True, "grid": grid.to_dict(), "source": source_record(src),
             "command": command_line("python -m datasets.synthesis.external_set", sys.argv[1:]),
             "n": len(sgs), "n_organic": int(sum(organic)), "skipped": skipped,
             "samples": [{"file": n, "formula": f, "sg": g, "organic": o}
