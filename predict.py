@@ -27,10 +27,10 @@ import torch
 from loguru import logger
 
 import builders
-from config.args import HelpFormatter, device_spec
+from config.args import HelpFormatter
 from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
 from utils.checkpoint import atomic_writer, load_checkpoint
-from utils.cli import Bounded, Parser, writable_file
+from utils.cli import Bounded, Parser, device_spec, writable_file
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
 from utils.errors import DataError, XRDError, exit_message
 from utils.grid import GridSpec

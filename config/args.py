@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from config import validate
-from utils.cli import Bounded, Parser
+from utils.cli import Bounded, Parser, device_spec
 from utils.errors import ConfigError
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -36,17 +36,6 @@ def str2bool(v: str | bool) -> bool:
     if s in {"0", "false", "f", "no", "n", "off"}:
         return False
     raise argparse.ArgumentTypeError(f"expected True or False, got '{v}'")
-
-
-def device_spec(text: str) -> str:
-    """``--device``: 'cpu', a CUDA index, 'cuda' or 'cuda:N' (checked before any work starts)."""
-    t = str(text).strip().lower()
-    if t in ("cpu", "cuda") or t.isdigit() or (t.startswith("cuda:") and t[5:].isdigit()):
-        return str(text).strip()
-    raise argparse.ArgumentTypeError(f"expected 'cpu' or a CUDA index (0, 1, ...), got {text!r}")
-
-
-device_spec.bad_values = ["gpu", "-1"]  # type: ignore[attr-defined]
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -373,6 +362,9 @@ def pattern_counts(text: str | list[int]) -> list[int]:
             raise argparse.ArgumentTypeError(f"{part!r}: counts of patterns must be positive")
         out.append(value)
     return sorted(set(out))
+
+
+pattern_counts.bad_values = ["fifty", "0", "-5k"]  # type: ignore[attr-defined]
 
 
 def parse_args(argv: list[str] | None = None,

@@ -136,6 +136,17 @@ def writable_file(text: str) -> str:
 writable_file.bad_values = ["/nonexistent_folder_xrd/out.csv"]  # type: ignore[attr-defined]
 
 
+def device_spec(text: str) -> str:
+    """``--device``: 'cpu', a CUDA index, 'cuda' or 'cuda:N' (checked before any work starts)."""
+    t = str(text).strip().lower()
+    if t in ("cpu", "cuda") or t.isdigit() or (t.startswith("cuda:") and t[5:].isdigit()):
+        return str(text).strip()
+    raise argparse.ArgumentTypeError(f"expected 'cpu' or a CUDA index (0, 1, ...), got {text!r}")
+
+
+device_spec.bad_values = ["gpu", "-1"]  # type: ignore[attr-defined]
+
+
 class Parser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose errors are one line (``prog: error: ...``, exit code 2, no
     usage block, no traceback) and which runs cross-flag validators after parsing.
