@@ -17,66 +17,22 @@ import math
 import numpy as np
 import torch
 
+from utils.lattice import (  # noqa: F401  (re-exported: the simulator's callers use them here)
+    bragg_sin_theta,
+    cell_matrix,
+    inv_d2,
+    lattice_matrix,
+    reciprocal_metric,
+    two_theta_deg,
+    valid_cell,
+)
+
 # f(s) = Z − 41.78214 · s² · Σ_k a_k exp(−b_k s²), s = sin θ / λ [Å⁻¹]: the four-Gaussian
 # fit of the atomic scattering factors tabulated with pymatgen (``atomic_scattering_params.json``,
 # S. P. Ong et al., Comput. Mater. Sci. 68, 314 (2013)); 41.78214 = 8π² a₀ in Å (Mott–Bethe).
 MOTT_BETHE = 41.78214
 N_FF_TERMS = 4
 MAX_Z = 118
-
-
-def cell_matrix(cell: np.ndarray) -> np.ndarray:
-    """Direct metric tensor G (…, 3, 3) of cells (…, 6) = (a, b, c [Å], α, β, γ [deg])."""
-    cell = np.asarray(cell, np.float64)
-    a, b, c = cell[..., 0], cell[..., 1], cell[..., 2]
-    ca, cb, cg = (np.cos(np.radians(cell[..., k])) for k in (3, 4, 5))
-    g = np.empty(cell.shape[:-1] + (3, 3))
-    g[..., 0, 0], g[..., 1, 1], g[..., 2, 2] = a * a, b * b, c * c
-    g[..., 0, 1] = g[..., 1, 0] = a * b * cg
-    g[..., 0, 2] = g[..., 2, 0] = a * c * cb
-    g[..., 1, 2] = g[..., 2, 1] = b * c * ca
-    return g
-
-
-def lattice_matrix(cell: np.ndarray) -> np.ndarray:
-    """Row vectors a, b, c (3, 3) [Å] of a cell (6,): a along x, b in the xy plane."""
-    a, b, c, al, be, ga = (float(v) for v in cell)
-    ca, cb, cg, sg = (math.cos(math.radians(al)), math.cos(math.radians(be)),
-                      math.cos(math.radians(ga)), math.sin(math.radians(ga)))
-    cy = (ca - cb * cg) / sg
-    return np.array([[a, 0.0, 0.0], [b * cg, b * sg, 0.0],
-                     [c * cb, c * cy, c * math.sqrt(max(1.0 - cb * cb - cy * cy, 0.0))]])
-
-
-def reciprocal_metric(cell: np.ndarray) -> np.ndarray:
-    """G* = G⁻¹ (…, 3, 3): 1/d² = hᵀ G* h for Miller indices h."""
-    return np.linalg.inv(cell_matrix(cell))
-
-
-def valid_cell(cell: np.ndarray) -> bool:
-    """Whether (a, b, c, α, β, γ) describes a real cell (positive lengths, positive-definite G)."""
-    cell = np.asarray(cell, np.float64)
-    if cell.shape != (6,) or not np.all(np.isfinite(cell)) or np.any(cell[:3] <= 0):
-        return False
-    if np.any(cell[3:] <= 0) or np.any(cell[3:] >= 180):
-        return False
-    return bool(np.all(np.linalg.eigvalsh(cell_matrix(cell)) > 1e-9 * float(np.max(cell[:3])) ** 2))
-
-
-def inv_d2(hkl: np.ndarray, cell: np.ndarray) -> np.ndarray:
-    """1/d² [Å⁻²] of reflections ``hkl`` (F, 3) in ``cell`` (6,): (F,) float64."""
-    h = np.asarray(hkl, np.float64)
-    return np.einsum("fi,ij,fj->f", h, reciprocal_metric(cell), h)
-
-
-def bragg_sin_theta(inv_d2_: np.ndarray, wavelength: float) -> np.ndarray:
-    """sin θ = λ / (2 d) (may exceed 1: beyond the limiting sphere)."""
-    return 0.5 * float(wavelength) * np.sqrt(np.maximum(inv_d2_, 0.0))
-
-
-def two_theta_deg(sin_theta: np.ndarray) -> np.ndarray:
-    """2θ [deg] of sin θ ≤ 1."""
-    return np.degrees(2.0 * np.arcsin(np.clip(sin_theta, 0.0, 1.0)))
 
 
 def lorentz_polarisation(sin_theta: np.ndarray) -> np.ndarray:
