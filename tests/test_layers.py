@@ -4,13 +4,15 @@ import each other; wandb/nni only in the composition roots (or lazily inside fun
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 LAYER = {"utils": 0, "config": 1, "datasets": 2, "models": 2, "loss": 2, "metrics": 2,
-         "Trainer": 3, "train": 4, "test": 4, "predict": 4}
+         "indexing": 2, "Trainer": 3, "train": 4, "test": 4, "predict": 4}
 ALLOWED = {
     "utils": {"utils"},
     "config": {"utils", "config"},
@@ -18,6 +20,7 @@ ALLOWED = {
     "models": {"utils", "models"},
     "loss": {"utils", "loss"},
     "metrics": {"utils", "metrics"},
+    "indexing": {"utils", "indexing"},
     "Trainer": {"utils", "metrics", "Trainer"},
 }
 HEAVY_OPTIONAL = {"wandb", "nni"}
@@ -92,3 +95,13 @@ def test_datasets_subpackages_import_downward(path):
             ok = DATASETS_LEVEL[other] < DATASETS_LEVEL[me] or other == me or DATASETS_LEVEL[me] == 0 \
                 and DATASETS_LEVEL[other] == 0
             assert ok, f"{rel} ({me}) imports {name} ({other}): sub-packages import downward only"
+
+
+def test_indexing_needs_no_torch():
+    """DESIGN.md: indexing is numpy/scipy/spglib only; importing it (and its command line, cache and
+    parallel engines) must not pull in torch, also not through utils."""
+    code = ("import sys, indexing.api, indexing.picking, indexing.cli, indexing.cache, indexing.parallel; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False", "importing indexing imported torch"
