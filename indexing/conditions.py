@@ -289,6 +289,7 @@ class SettingTable:
         for i, ids in enumerate(inst_conds):
             inc[i, list(ids)] = 1.0
         self._inc = inc
+        self._prepare()
         # distinct condition sets can still extinguish the same reflections (e.g. a screw
         # condition implied by a glide one): keep one instance per group and absence pattern
         # (two groups may share a pattern, e.g. P3_1 and P6_2: both stay, as separate hypotheses)
@@ -300,15 +301,36 @@ class SettingTable:
         self._inc = inc[keep]
         self.group_of = np.array([i.group for i in self.instances], np.int64)
 
+    def _prepare(self) -> None:
+        """Arrays the evaluation reads: stacked (R - 1) (3, D, 3), condition ids per R, t' (3, C)."""
+        eye = np.eye(3, dtype=np.int64)
+        self._rmi = np.stack([r - eye for r in self._urot], axis=1).astype(np.float64) \
+            if len(self._urot) else np.zeros((3, 0, 3))  # (3, D, 3): (R_d - 1)[i, j]
+        self._cid = [np.flatnonzero(self._rid.ravel() == d) for d in range(len(self._urot))]
+        self._t12f = self._t12.T.astype(np.float64)
+
     def absences(self, hkl: np.ndarray) -> np.ndarray:
         """(n_instances, M) bool: absences of every instance for the cell's ``hkl`` (M, 3)."""
         h = np.asarray(hkl, np.int64).reshape(-1, 3)
-        if self._inc.shape[1] == 0:
-            return np.zeros((self._inc.shape[0], len(h)), bool)
-        fixed = np.stack([np.all(h @ r == h, axis=1) for r in self._urot])  # (D, M)
-        phase = (h @ self._t12.T) % 12 != 0  # (M, C)
-        cond = (fixed[self._rid.ravel()].T & phase).astype(np.float32)  # (M, C)
-        return (self._inc @ cond.T) > 0.5
+        out = np.zeros((self._inc.shape[0], len(h)), bool)
+        if len(self._urot) == 0 or len(h) == 0:
+            return out
+        # h R = h for every distinct R at once: w = h (R - 1) is an integer vector with
+        # |w_i| < base/2, so w = 0 iff w . (1, base, base^2) = 0; one (M,3) @ (3,D) float product
+        # (exact below 2^53) instead of a (M, 3D) comparison
+        hf = h.astype(np.float64)
+        base = 2.0 * 3.0 * float(np.abs(h).max()) + 1.0
+        fixed = (hf @ (self._rmi @ np.array([1.0, base, base * base]))) == 0  # (M, D)
+        for d in range(len(self._urot)):
+            # only the reflections R fixes can be extinguished by R's operations: a zone or a
+            # row for all but R = 1 (centring), so each product below is small
+            idx = np.flatnonzero(fixed[:, d])
+            if len(idx) == 0:
+                continue
+            cid = self._cid[d]
+            bad = (np.fmod(hf[idx] @ self._t12f[:, cid], 12.0) != 0).astype(np.float32)  # (m, c)
+            out[:, idx] |= (self._inc[:, cid] @ bad.T) > 0.5
+        return out
 
 
 @lru_cache(maxsize=len(METRIC_SYSTEMS))
