@@ -8,9 +8,10 @@ Engines:
   forked copies of a parent's threads or open files), over chunks of the input; ``workers=1`` runs
   in this process, with no pool.
 - ``"ray"``: ``import ray`` only here; when Ray is not initialised, a private local instance is
-  started (``ray.init(num_cpus=workers, include_dashboard=False)``) and shut down afterwards; an
-  instance the caller started (or a cluster it connected to) is used and left running. One task
-  per chunk.
+  started (``ray.init(address="local", num_cpus=workers, include_dashboard=False)``) and shut
+  down afterwards; an instance the caller started (``ray.init(address="HEAD:6379")`` for a
+  cluster, whose machines need this checkout at the same path) is used and left running. One
+  task per chunk.
 
 Indexing is deterministic (no random numbers), so every engine and worker count gives the same
 rows; only :attr:`IndexRow.cpu_s` (measured time) differs. Workers run with one BLAS/OpenMP
@@ -220,7 +221,7 @@ def _run_ray(fn, chunks, workers, bar) -> list[list[Any]]:
     if not ray.is_initialized():
         env = {k: os.environ.get(k, "1") for k in _THREAD_VARS}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, os.environ.get("PYTHONPATH", "")) if p)
-        ray.init(num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, logging_level=logging.WARNING,
                  log_to_driver=False, runtime_env={"env_vars": env})
         started = True
     try:
