@@ -232,10 +232,12 @@ SETTINGS: dict[str, tuple[Setting, ...]] = {
     # a<->b is a symmetry of the metric; kept so that any group it would change is covered
     # (deduplication drops it where the absences agree, which is everywhere in practice)
     "tetragonal": (_ID, _SWAP_AB),
+    # obverse/reverse R: kept for hkl bookkeeping; a powder cannot tell them apart (the reverse
+    # hkl set is the obverse one with h <-> k, which the hexagonal metric maps onto the same Q)
     "hexagonal": (_ID, _from_basis("rev", [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]), _SWAP_AB),
     "cubic": (_ID,),
 }
-_REF_BOX = hkl_box(8, 8, 8)  # decides which settings differ: indices up to 8 see every 1/12 phase
+REFERENCE_HKL = hkl_box(8, 8, 8)  # decides which settings differ: indices up to 8 see every 1/12 phase
 
 
 @dataclass(frozen=True)
@@ -293,7 +295,7 @@ class SettingTable:
         # distinct condition sets can still extinguish the same reflections (e.g. a screw
         # condition implied by a glide one): keep one instance per group and absence pattern
         # (two groups may share a pattern, e.g. P3_1 and P6_2: both stay, as separate hypotheses)
-        ref = self.absences(_REF_BOX)
+        ref = self.absences(REFERENCE_HKL)
         grp = np.array([i.group for i in instances])[:, None]
         _, first = np.unique(np.hstack([grp, ref]), axis=0, return_index=True)
         keep = np.sort(first)
