@@ -34,6 +34,8 @@ MIN_LINES = 6
 SAME_FACTOR = 0.6   # a higher-symmetry solution wins when its score is ≥ 0.6 × the best
 M_STOP = 20.0       # a cell indexing every line with M20 ≥ this ends the search (lower systems
                     # would only refit the same lattice with more freedom); checked only after
+N_POSS_STOP = 2.5   # … and at most 2.5 calculated lines per observed one (a big supercell indexes
+                    # everything with many more: it must not end the search)
 STOP_AFTER = ("tetragonal", "orthorhombic", "monoclinic")   # the cheap uniaxial searches
 SYMMETRY_RANK = {"triclinic": 0, "monoclinic": 1, "orthorhombic": 2, "tetragonal": 3,
                  "trigonal": 4, "hexagonal": 4, "cubic": 5}
@@ -109,7 +111,8 @@ def _subcells(fit: Fit) -> list[np.ndarray]:
 
 def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
                 systems: tuple[str, ...] = SYSTEMS, keep: int = 8, fit_zero: bool = True,
-                exhaustive: bool = False) -> IndexResult:
+                exhaustive: bool = False, zero_offsets: tuple[float, ...] = (0.0, 0.06, -0.06)
+                ) -> IndexResult:
     """Index a peak list.
 
     Args:
@@ -122,6 +125,10 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
         exhaustive: search every system even after a convincing solution (slower; by default
             the search, from cubic down to triclinic, stops after the first system that gives a
             cell indexing every line with M₂₀ ≥ ``M_STOP``).
+        zero_offsets: zero errors [deg] tried in turn, until one gives a convincing cell: the
+            search tolerance absorbs ±0.03°, a lab instrument can be off by 0.1°, so the search
+            runs again on lines shifted by ∓0.06° when the first gives nothing convincing (the
+            refinement then fits the rest of the zero error).
 
     Raises:
         IndexingInputError: fewer than ``MIN_LINES`` lines.
@@ -130,15 +137,37 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
         raise IndexingInputError(f"{peaks.source}: only {len(peaks)} peaks; indexing needs at least "
                                  f"{MIN_LINES}. Fix: lower the picking threshold or measure a wider "
                                  "2θ range")
-    pl = peaks.first(n_lines)
+    cands: list[Candidate] = []
+    for z0 in zero_offsets:
+        shifted = peaks.first(n_lines)
+        shifted.two_theta = shifted.two_theta - z0
+        cands += _search(shifted, z0, tol_deg, systems, keep, fit_zero, exhaustive)
+        if any(_convincing(c) for c in cands):
+            break
+    cands.sort(key=lambda c: -c.score)
+    cands = _prefer_symmetry(cands)
+    res = IndexResult(cands, len(peaks), peaks.source)
+    if not cands:
+        res.message = "no cell found"
+    return res
+
+
+def _convincing(c: Candidate) -> bool:
+    return c.n_indexed == c.n_lines and c.m20 >= M_STOP and c.f_n[2] <= N_POSS_STOP * c.n_lines
+
+
+def _search(pl: PeakList, z0: float, tol_deg: float, systems: tuple[str, ...], keep: int,
+            fit_zero: bool, exhaustive: bool) -> list[Candidate]:
+    """Search and refine on lines ``pl`` already shifted by −z0; fits report the total zero."""
     q, sq = pl.q, pl.sigma_q
     dq = np.abs(dq_d2theta(pl.two_theta, pl.wavelength))
     tol = np.maximum(3 * sq, tol_deg * dq)
     tol_ref = np.maximum(3 * sq, 0.5 * tol_deg * dq)
     cands: list[Candidate] = []
     seen: set[tuple[int, ...]] = set()
+    state: dict = {}
     for name in systems:
-        trials, _ = search_system(name, q, tol, keep=keep)
+        trials, _ = search_system(name, q, tol, keep=keep, state=state)
         for p in trials:
             fit = refine(system(name), p, pl.two_theta, pl.wavelength, q, sq, tol_ref, fit_zero)
             if fit is None:
@@ -153,17 +182,11 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
                 if key in seen:
                     continue
                 seen.add(key)
+                f.zero += z0
                 cands.append(_candidate(f, q, pl.wavelength, float(np.mean(tol_ref)) / 3))
-        if exhaustive or name not in STOP_AFTER:
-            continue
-        if any(c.n_indexed == c.n_lines and c.m20 >= M_STOP for c in cands):
+        if not exhaustive and name in STOP_AFTER and any(_convincing(c) for c in cands):
             break
-    cands.sort(key=lambda c: -c.score)
-    cands = _prefer_symmetry(cands)
-    res = IndexResult(cands, len(peaks), peaks.source)
-    if not cands:
-        res.message = "no cell found"
-    return res
+    return cands
 
 
 def _primitive_volume(fit: Fit) -> float:

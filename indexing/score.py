@@ -27,8 +27,11 @@ def long_axis_last(params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (params (T, 6) permuted, direct axis lengths² (T, 3) in the permuted order).
     """
     g_star = metric_from_params(params)
-    g = np.linalg.inv(g_star)
-    diag = np.einsum("tii->ti", g)
+    a, b, c, d, e, f = (params[:, i] for i in range(6))
+    # diagonal of the direct metric G = adj(G*) / det(G*), without inverting near-singular trials
+    det = np.linalg.det(g_star)
+    det = np.where(np.abs(det) > 1e-300, det, 1e-300)
+    diag = np.stack([b * c - f * f / 4, a * c - e * e / 4, a * b - d * d / 4], axis=1) / det[:, None]
     longest = np.argmax(diag, axis=1)
     perms = np.array([[1, 2, 0], [0, 2, 1], [0, 1, 2]])[longest]  # longest axis → last
     idx = np.arange(len(params))[:, None]

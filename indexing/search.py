@@ -25,6 +25,7 @@ from indexing.systems import System, cubic_n_values, system, trial_hkl
 from utils.lattice import metric_from_params
 
 V_MIN, V_MAX = 20.0, 6000.0   # Å³: plausible primitive cells
+N_PARTIAL = 12                # orthorhombic partial fits handed to the monoclinic search
 # the conventional cells searched may be centred: F cubic/orthorhombic hold 4 primitive cells
 V_MAX_CONV = {"cubic": 4 * V_MAX, "orthorhombic": 4 * V_MAX, "hexagonal": 3 * V_MAX,
               "tetragonal": 2 * V_MAX, "monoclinic": 2 * V_MAX, "triclinic": V_MAX}
@@ -102,14 +103,23 @@ def cubic_trials(q: np.ndarray, n_lines: int = 4, n_max: int = 40) -> np.ndarray
 
 
 def _prune(params: np.ndarray, q: np.ndarray, tol: np.ndarray, kind: str, keep: int,
-           n_first: int = 8, v_max: float = V_MAX) -> tuple[np.ndarray, np.ndarray]:
+           n_first: int = 8, v_max: float = V_MAX, partial: list | None = None
+           ) -> tuple[np.ndarray, np.ndarray]:
     """Best ``keep`` trials: by lines indexed among the first ``n_first``, then among all, ties
-    broken by the smaller volume."""
+    broken by the smaller volume. ``partial``: a list that receives the best trials that miss up
+    to 4 of the first lines (orthorhombic fits of a monoclinic lattice's h0l-free lines)."""
     params = params[_plausible(params, v_max)]
     if len(params) == 0:
         return params, np.zeros(0, np.int64)
     m = min(n_first, q.size)
-    c1 = count_indexed(params, q[:m], tol[:m], kind, max_miss=1)
+    if partial is not None:
+        c0 = count_indexed(params, q[:m], tol[:m], kind, max_miss=4)
+        ok = np.flatnonzero(c0 >= 0)
+        best = ok[np.lexsort((_volume(params[ok]), -c0[ok]))]
+        partial.extend(_dedupe(params[best[:200]])[:N_PARTIAL])
+        c1 = np.where(c0 >= m - 1, c0, -1)
+    else:
+        c1 = count_indexed(params, q[:m], tol[:m], kind, max_miss=1)
     if not np.any(c1 >= 0):   # nothing indexes the first lines: keep the best at a looser bar
         c1 = count_indexed(params, q[:m], tol[:m], kind, max_miss=3)
     params = _dedupe(params[c1 >= 0])
@@ -120,8 +130,13 @@ def _prune(params: np.ndarray, q: np.ndarray, tol: np.ndarray, kind: str, keep: 
     return params[order], c2[order]
 
 
-def search_system(name: str, q: np.ndarray, tol: np.ndarray, keep: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate metrics (K, 6) of one system for lines ``q`` (sorted) and their line counts."""
+def search_system(name: str, q: np.ndarray, tol: np.ndarray, keep: int = 30,
+                  state: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate metrics (K, 6) of one system for lines ``q`` (sorted) and their line counts.
+
+    ``state``: a dict shared by the searches of one pattern (the orthorhombic search leaves its
+    partial fits there for the monoclinic one)."""
+    state = {} if state is None else state
     q = np.asarray(q, np.float64)
     sys_ = system(name)
     if name == "cubic":
@@ -136,39 +151,32 @@ def search_system(name: str, q: np.ndarray, tol: np.ndarray, keep: int = 30) -> 
         hkl, rows = trial_hkl(name, 2)
         canon = rows[(hkl[:, 0] >= hkl[:, 1]) & (hkl[:, 1] >= hkl[:, 2])]
         trials = solve_trials(sys_, q, np.arange(min(6, q.size)), rows, first_rows=canon)
-        return _prune(trials, q, tol, "general", keep, v_max=V_MAX_CONV[name])
+        return _prune(trials, q, tol, "general", keep, v_max=V_MAX_CONV[name],
+                      partial=state.setdefault("ortho_partial", []))
     if name == "monoclinic":
-        return _monoclinic(q, tol, keep)
+        return _monoclinic(q, tol, keep, state.get("ortho_partial", []))
     if name == "triclinic":
         return _triclinic(q, tol, keep)
     raise KeyError(name)
 
 
-def _zone_then_axis(q: np.ndarray, tol: np.ndarray, zone_sys: System, zone_rows: np.ndarray,
-                    out_sys: System, embed, third_rows: np.ndarray, n_zone_lines: int,
-                    keep_zones: int, keep: int) -> tuple[np.ndarray, np.ndarray]:
-    """Two-step search: a 2-D zone from lines of the first ``n_zone_lines``, then the remaining
-    parameters from the lines it leaves unindexed."""
+def _zone_trials(q: np.ndarray, tol: np.ndarray, zone_sys: System, zone_rows: np.ndarray, embed,
+                 third_rows: np.ndarray, n_zone_lines: int, keep_zones: int) -> np.ndarray:
+    """Two-step trials: a 2-D zone from lines of the first ``n_zone_lines``, then the remaining
+    parameter (B) from the first lines with a k ≠ 0 trial hkl."""
     zones = solve_trials(zone_sys, q, np.arange(min(n_zone_lines, q.size)), zone_rows)
     zones = zones[np.all(np.isfinite(zones), axis=1)]
     if len(zones) == 0:
-        return np.zeros((0, 6)), np.zeros(0, np.int64)
+        return np.zeros((0, 6))
     full = embed(zones)                              # zone metrics with the missing axis huge
-    ok = _plausible_zone(full)
-    full = _dedupe(full[ok])
+    full = _dedupe(full[_plausible_zone(full)])
     if len(full) == 0:
-        return np.zeros((0, 6)), np.zeros(0, np.int64)
+        return np.zeros((0, 6))
     m = min(12, q.size)
     c = count_indexed(full, q[:m], tol[:m], "general")
-    order = np.lexsort((_volume2d(full), -c))[:keep_zones]
-    full = full[order]
-    cands = []
+    full = full[np.lexsort((_volume2d(full), -c))[:keep_zones]]
     lines = np.arange(min(10, q.size))
-    for p in full:
-        # remaining parameters from one (monoclinic) or more lines, each trial row
-        cands.append(out_sys_trials(out_sys, p, q, lines, third_rows))
-    trials = np.concatenate(cands) if cands else np.zeros((0, 6))
-    return _prune(trials, q, tol, "general", keep, v_max=V_MAX_CONV["monoclinic"])
+    return np.concatenate([monoclinic_b_trials(p, q, lines, third_rows) for p in full])
 
 
 def _plausible_zone(params: np.ndarray) -> np.ndarray:
@@ -180,8 +188,8 @@ def _volume2d(params: np.ndarray) -> np.ndarray:
     return 1.0 / np.sqrt(np.maximum(params[:, 0] * params[:, 2] - params[:, 4] ** 2 / 4, 1e-12))
 
 
-def out_sys_trials(out_sys: System, zone: np.ndarray, q: np.ndarray, lines: np.ndarray,
-                   rows_hkl: np.ndarray) -> np.ndarray:
+def monoclinic_b_trials(zone: np.ndarray, q: np.ndarray, lines: np.ndarray,
+                        rows_hkl: np.ndarray) -> np.ndarray:
     """Monoclinic completion: B from each line and each trial hkl with k ≠ 0, given (A, C, E)."""
     a, _, c, _, e, _ = zone
     h, k, l = rows_hkl[:, 0], rows_hkl[:, 1], rows_hkl[:, 2]
@@ -193,13 +201,19 @@ def out_sys_trials(out_sys: System, zone: np.ndarray, q: np.ndarray, lines: np.n
     return out
 
 
-def _monoclinic(q: np.ndarray, tol: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
+def _monoclinic(q: np.ndarray, tol: np.ndarray, keep: int, seeds: list) -> tuple[np.ndarray, np.ndarray]:
+    """Monoclinic (b unique): direct four-line trials with indices ≤ 1 (the common small cells),
+    the zone route (h0l zone, then B) for cells whose first lines need index 2, and E added to
+    the orthorhombic search's partial fits (``seeds``: they index the lines with h·l = 0)."""
+    mono = system("monoclinic")
+    small = np.array([(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (0, 1, 1), (1, 0, 1), (-1, 0, 1),
+                      (1, 1, 1), (-1, 1, 1)], np.float64)
+    direct = solve_trials(mono, q, np.arange(min(6, q.size)), mono.rows(small))
     zone_sys = System("zone_h0l", np.array([[1, 0, 0], [0, 0, 0], [0, 1, 0], [0, 0, 0], [0, 0, 1],
                                             [0, 0, 0]], np.float64))
     # h0l trial rows: (h, 0, l) with h in −2..2, l in 0..2, one sign of E factored out (h ↦ −h)
     hl = [(h, 0, l) for h in range(-2, 3) for l in range(0, 3) if (h, l) != (0, 0) and not (l == 0 and h < 0)]
-    hkl = np.array(hl, np.float64)
-    zone_rows = zone_sys.rows(hkl)
+    zone_rows = zone_sys.rows(np.array(hl, np.float64))
     third = np.array([(h, k, l) for k in (1, 2) for h in range(-1, 2) for l in range(-1, 2)], np.float64)
 
     def embed(z: np.ndarray) -> np.ndarray:
@@ -207,8 +221,27 @@ def _monoclinic(q: np.ndarray, tol: np.ndarray, keep: int) -> tuple[np.ndarray, 
         out[:, 1] = 1e3          # B huge: no k ≠ 0 line while the zone is scored
         return out
 
-    return _zone_then_axis(q, tol, zone_sys, zone_rows, system("monoclinic"), embed, third,
-                           n_zone_lines=7, keep_zones=25, keep=keep)
+    zoned = _zone_trials(q, tol, zone_sys, zone_rows, embed, third, n_zone_lines=7, keep_zones=25)
+    seeded = [monoclinic_e_trials(p, q, np.arange(min(10, q.size))) for p in seeds]
+    return _prune(np.concatenate([direct, zoned, *seeded]), q, tol, "general", keep,
+                  v_max=V_MAX_CONV["monoclinic"])
+
+
+_E_ROWS = np.array([(h, k, l) for h in (1, 2, -1, -2) for l in (1, 2) for k in (0, 1, 2)], np.float64)
+
+
+def monoclinic_e_trials(ortho: np.ndarray, q: np.ndarray, lines: np.ndarray) -> np.ndarray:
+    """Monoclinic completion of an orthorhombic fit (A, B, C): E from each line and trial hkl
+    with h·l ≠ 0 (both axes of each orthorhombic axis pair taken as the monoclinic a, c)."""
+    out = []
+    for perm in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):        # which axis is b (unique)
+        a, b, c = ortho[perm[0]], ortho[perm[1]], ortho[perm[2]]
+        h, k, l = _E_ROWS[:, 0], _E_ROWS[:, 1], _E_ROWS[:, 2]
+        e = ((q[lines, None] - (a * h * h + b * k * k + c * l * l)[None, :]) / (h * l)[None, :]).ravel()
+        p = np.zeros((e.size, 6))
+        p[:, 0], p[:, 1], p[:, 2], p[:, 4] = a, b, c, e
+        out.append(p)
+    return np.concatenate(out)
 
 
 def _triclinic(q: np.ndarray, tol: np.ndarray, keep: int) -> tuple[np.ndarray, np.ndarray]:
