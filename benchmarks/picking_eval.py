@@ -16,10 +16,13 @@ one to one within ``--tol`` degrees, strongest true line first. Reported:
 * ``spur``: fraction of the first 20 picked lines that pair with no true line (any intensity);
 * ``|Δ2θ|``: median |picked − true| over the paired lines of the rec3 set (shift known, removed);
 * ``ka2 ok``: the Kα2 decision (ratio > 0 iff the pattern has Kα2); ``t med/p90``: CPU seconds
-  per pattern.
+  per pattern;
+* ``bg``: median |estimated − true background| and median signed error, in units of the noise σ,
+  over the points where the lab pattern is within 2σ of its true background (lab only).
 
-Groups: the lab rendering's drawn max counts (< 2e3, 2e3–2e4, > 2e4) and Kα2 present / absent
-(the clean rendering is the nominal instrument: noise-free, Cu Kα2 at 0.5, no shift).
+Groups: the lab rendering's drawn max counts (< 2e3, 2e3–2e4, > 2e4), Kα2 present / absent, an
+amorphous hump, a steep low-angle rise (amplitude / decay length > :data:`AIR_SLOPE`). The clean
+rendering is the nominal instrument: noise-free, Cu Kα2 at 0.5, no shift.
 """
 
 from __future__ import annotations
@@ -38,11 +41,14 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import indexing.background  # noqa: E402
 from benchmarks.index_renderings import CACHE_DIR, DEFAULT_DATA, load_renderings  # noqa: E402
+from indexing.background import pattern_background  # noqa: E402
 from indexing.peaks import from_sticks  # noqa: E402
 from indexing.picking import pick_peaks  # noqa: E402
 
 COUNT_EDGES = (2e3, 2e4)
+AIR_SLOPE = 0.02  # low-angle rise amplitude / decay length [1/deg] above which "steep air scatter"
 
 
 def true_lines(d: dict, i: int, kind: str) -> tuple[np.ndarray, np.ndarray]:
@@ -105,7 +111,17 @@ def evaluate(d: dict, rows: np.ndarray, kind: str, background: str, tol: float, 
         cpu = time.process_time() - t0
         tt_true, rel = true_lines(d, i, kind)
         row = score(pl, tt_true, rel, tol)
+        if kind == "lab":  # background error in noise units where the pattern is background only
+            pb = pattern_background(x, y, background)
+            true_bg = d["lab_bg"][i].astype(np.float64) * (1.0 if normalized else d["lab_counts"][i])
+            e = (pb.background - true_bg) / pb.sigma
+            only = np.abs(y - true_bg) < 2.0 * pb.sigma
+            row["bg_err"] = float(np.median(np.abs(e[only]))) if only.any() else np.nan
+            row["bg_bias"] = float(np.median(e[only])) if only.any() else np.nan
         has_ka2 = bool(d["p_has_ka2"][i]) if kind == "lab" else True
+        lab = kind == "lab"
+        row.update(hump=lab and bool(d["p_has_hump"][i]),
+                   air=lab and d["p_bg_decay_amp"][i] / d["p_bg_decay_deg"][i] > AIR_SLOPE)
         row.update(i=int(i), t=cpu, has_ka2=has_ka2, ratio=pl.info["ka2_ratio"],
                    ka2_ok=(pl.info["ka2_ratio"] > 0) == has_ka2, n=len(pl),
                    counts=float(d["p_max_counts"][i]) if kind == "lab" else np.inf)
@@ -123,6 +139,8 @@ def summarize(rows: list[dict]) -> dict:
             "spur": float(np.mean([r["spur"] for r in rows])),
             "dtt_med": float(np.median(dtt)) if dtt.size else np.nan,
             "ka2_ok": float(np.mean([r["ka2_ok"] for r in rows])),
+            "bg_err": float(np.nanmedian([r.get("bg_err", np.nan) for r in rows])),
+            "bg_bias": float(np.nanmedian([r.get("bg_bias", np.nan) for r in rows])),
             "t_med": float(np.median(t)), "t_p90": float(np.percentile(t, 90))}
 
 
@@ -132,7 +150,8 @@ def groups(rows: list[dict]) -> dict[str, list[dict]]:
     for name, f in ((f"counts<{lo:.0e}", lambda r: r["counts"] < lo),
                     (f"{lo:.0e}-{hi:.0e}", lambda r: lo <= r["counts"] < hi),
                     (f"counts>{hi:.0e}", lambda r: hi <= r["counts"] < np.inf),
-                    ("Kα2", lambda r: r["has_ka2"]), ("no Kα2", lambda r: not r["has_ka2"])):
+                    ("Kα2", lambda r: r["has_ka2"]), ("no Kα2", lambda r: not r["has_ka2"]),
+                    ("amorphous hump", lambda r: r["hump"]), ("steep air scatter", lambda r: r["air"])):
         sel = [r for r in rows if f(r)]
         if sel and len(sel) < len(rows):
             out[name] = sel
@@ -148,9 +167,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--background", default="snip", help="comma-separated background methods")
     p.add_argument("--tol", type=float, default=0.05, help="pairing tolerance [deg]")
     p.add_argument("--min_snr", type=float, default=5.0)
+    p.add_argument("--window_factor", type=float, default=None,
+                   help="background clipping window / broadest FWHM (default: the module's)")
     p.add_argument("--normalized", action="store_true", help="lab patterns as max-1 intensities")
     p.add_argument("--out", type=Path, default=None, help="JSON of the summaries")
     a = p.parse_args(argv)
+    if a.window_factor is not None:
+        indexing.background.WINDOW_FACTOR = a.window_factor
     d = load_renderings(a.data, a.split)
     total = len(d["sg"])
     rows = (np.arange(total) if a.n <= 0 or a.n >= total
@@ -158,8 +181,8 @@ def main(argv: list[str] | None = None) -> dict:
     result = {}
     print(f"{a.data} {a.split}: {len(rows)} patterns, tol {a.tol}°, min_snr {a.min_snr}")
     print("| rendering | background | group | n | rec1 | rec3 | spur | med |Δ2θ| | Kα2 ok "
-          "| t med / p90 [s] |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| t med / p90 [s] | bg |err| / bias [σ] |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for kind in a.kinds.split(","):
         for bg in a.background.split(","):
             res = evaluate(d, rows, kind, bg, a.tol, a.normalized, a.min_snr)
@@ -168,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
                 result[f"{kind}/{bg}/{gname}"] = s
                 print(f"| {kind} | {bg} | {gname} | {s['n']} | {s['rec1']:.3f} | {s['rec3']:.3f} | "
                       f"{s['spur']:.3f} | {s['dtt_med']:.4f} | {s['ka2_ok']:.2f} | "
-                      f"{s['t_med']:.3f} / {s['t_p90']:.3f} |")
+                      f"{s['t_med']:.3f} / {s['t_p90']:.3f} | {s['bg_err']:.2f} / {s['bg_bias']:+.2f} |")
     out = a.out or CACHE_DIR / f"picking_eval_{a.data.name}_{a.split}_n{len(rows)}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "summary": result}, indent=1))

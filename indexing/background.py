@@ -21,12 +21,15 @@ peaks, which occupies a minority of the points of the lower bins.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from pybaselines import Baseline
 from scipy.optimize import nnls
-from scipy.signal import savgol_filter
+from scipy.signal import find_peaks, peak_widths, savgol_filter
 
-BACKGROUNDS = ("snip", "arpls", "pspline_arpls")
+BACKGROUNDS = ("pspline_arpls", "snip", "arpls")
+WINDOW_FACTOR = 3.0  # clipping half-window / broadest FWHM (benchmarks/picking_eval.py --window_factor)
 _MAD = 1.4826  # MAD → σ of a normal distribution
 
 
@@ -39,7 +42,7 @@ def _lls_inv(v: np.ndarray) -> np.ndarray:
 
 
 def estimate_background(x: np.ndarray, y: np.ndarray, max_fwhm_points: float, counts_per_unit: float,
-                        method: str = "snip", window_factor: float = 3.0) -> np.ndarray:
+                        method: str = "snip", window_factor: float | None = None) -> np.ndarray:
     """Smooth background under the lines.
 
     Args:
@@ -48,14 +51,15 @@ def estimate_background(x: np.ndarray, y: np.ndarray, max_fwhm_points: float, co
             or the smoothness (Whittaker).
         counts_per_unit: 1/b of the noise model: multiplies ``y`` into counts for the LLS step.
         method: one of :data:`BACKGROUNDS`.
-        window_factor: SNIP half-window in units of ``max_fwhm_points``.
+        window_factor: SNIP half-window in units of ``max_fwhm_points`` (None: :data:`WINDOW_FACTOR`).
 
     Returns:
         (n,) background, never above the smoothed data by construction of the methods.
     """
     n = len(y)
     fitter = Baseline(x, check_finite=False)
-    hw = int(np.clip(round(window_factor * max_fwhm_points), 5, max(n // 4, 5)))
+    factor = WINDOW_FACTOR if window_factor is None else window_factor
+    hw = int(np.clip(round(factor * max_fwhm_points), 5, max(n // 4, 5)))
     if method == "snip":
         # light smoothing before clipping: SNIP follows the minima of the noise otherwise
         # (biased low by ~1σ at low counts)
@@ -109,3 +113,55 @@ def noise_sigma(level: np.ndarray, a: float, b: float) -> np.ndarray:
     """σ at signal level ``level`` of the model σ² = a + b·ℓ (floored at 1 % of the largest)."""
     s = np.sqrt(a + b * np.clip(level, 0.0, None))
     return np.maximum(s, 0.01 * float(np.max(s)) + 1e-300)
+
+
+def _initial_widths(y: np.ndarray, sigma: np.ndarray) -> tuple[float, float]:
+    """(typical, broad) FWHM [points] of the most prominent peaks of the raw pattern."""
+    sm = savgol_filter(y, 7, 2)
+    idx, prop = find_peaks(sm, prominence=0.0, distance=3)
+    good = prop["prominences"] >= 10.0 * sigma[idx]
+    if not good.any():
+        good = prop["prominences"] >= 0.1 * np.ptp(sm)
+    idx, prom = idx[good], prop["prominences"][good]
+    if len(idx) == 0:
+        return 10.0, 20.0
+    top = idx[np.argsort(prom)[::-1][:15]]
+    w = peak_widths(sm, top, rel_height=0.5)[0]
+    w = w[np.isfinite(w) & (w > 0)]
+    if w.size == 0:
+        return 10.0, 20.0
+    return (float(np.clip(np.median(w), 3.0, len(y) / 20)),
+            float(np.clip(np.percentile(w, 90), 3.0, len(y) / 10)))
+
+
+@dataclass
+class PatternBackground:
+    """Background, noise and line widths of one pattern (:func:`pattern_background`).
+
+    Attributes:
+        background: (n,) smooth background.
+        sigma: (n,) noise σ of each point (σ² = a + b·signal).
+        noise_a, noise_b: the noise law.
+        fwhm_points, max_fwhm_points: typical and broad FWHM of the strongest lines [points].
+        counts_like: whether the noise is Poisson in the given units (b ≈ 1, a small): counts.
+    """
+
+    background: np.ndarray
+    sigma: np.ndarray
+    noise_a: float
+    noise_b: float
+    fwhm_points: float
+    max_fwhm_points: float
+    counts_like: bool
+
+
+def pattern_background(x: np.ndarray, y: np.ndarray, method: str = "snip") -> PatternBackground:
+    """Noise law, line widths and background of a pattern on a uniform grid ``x``."""
+    a, b = noise_model(y)
+    level = np.clip(savgol_filter(y, 11, 2), 0.0, None)
+    sigma = noise_sigma(level, a, b)
+    w_typ, w_max = _initial_widths(y, sigma)
+    med = float(np.median(level)) + 1e-300
+    cpu = med / float(noise_sigma(np.array([med]), a, b)[0]) ** 2  # counts per unit at that level
+    bg = estimate_background(x, y, w_max, cpu, method=method)
+    return PatternBackground(bg, sigma, a, b, w_typ, w_max, bool(0.5 < b < 2.0 and a < 4.0 * b * med))

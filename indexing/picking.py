@@ -29,9 +29,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from scipy.signal import find_peaks, peak_widths, savgol_coeffs, savgol_filter
+from scipy.ndimage import gaussian_filter1d
+from scipy.signal import find_peaks, savgol_filter
 
-from indexing.background import estimate_background, noise_model, noise_sigma
+from indexing.background import pattern_background
 from indexing.peaks import IndexingInputError, PeakList
 from indexing.profile import Window, fit_windows, ka2_position
 
@@ -40,6 +41,9 @@ from indexing.profile import Window, fit_windows, ka2_position
 KA2_OF_KA1 = {1.5406: 1.54439, 1.78897: 1.79285, 0.70930: 0.71359, 1.93604: 1.93998,
               2.28970: 2.29361, 0.55941: 0.56380}  # Cu, Co, Mo, Fe, Cr, Ag
 RATIO_MIN = 0.15  # an estimated Kα2/Kα1 ratio below this means "no Kα2" (the physical one is ≈ 0.5)
+RATIO_SIGMA_MAX = 0.1  # a less precise estimate decides nothing: the default 0.5 is kept
+CANDIDATE_Z = 2.5  # candidates: z-scores of the smoothed second derivative and height (the fit decides)
+CANDIDATE_SCALES = (0.6, 1.2)  # σ of the candidate filters / σ of the typical line
 MAX_LINES_PER_FIT = 6  # larger clusters are fitted in chunks with guard lines on each side
 
 
@@ -109,37 +113,37 @@ def _odd(n: float, lo: int = 5) -> int:
     return n if n % 2 else n + 1
 
 
+def _filter_norm(width: float, order: int) -> float:
+    """‖k‖₂ of the Gaussian (derivative) filter of σ = ``width`` points: the gain of white noise."""
+    n = int(4 * width) + 2
+    imp = np.zeros(2 * n + 1)
+    imp[n] = 1.0
+    return float(np.linalg.norm(gaussian_filter1d(imp, width, order=order)))
+
+
 def _candidates(resid: np.ndarray, sigma: np.ndarray, width_pts: float, thresh: float) -> np.ndarray:
-    """Indices of line candidates: −SG''(resid) peaks ≥ ``thresh`` σ of their noise, with a
-    smoothed height ≥ ``thresh`` σ of the smoothed noise."""
-    win = _odd(width_pts, 5)
-    if win >= len(resid):
-        win = _odd(len(resid) // 4, 5)
-    d2 = -savgol_filter(resid, win, 2, deriv=2)
-    sm = savgol_filter(resid, win, 2)
-    z2 = d2 / (sigma * np.linalg.norm(savgol_coeffs(win, 2, deriv=2)))
-    zs = sm / (sigma * np.linalg.norm(savgol_coeffs(win, 2)))
-    idx, _ = find_peaks(z2, height=thresh, prominence=thresh, distance=max(win // 4, 1))
-    return idx[zs[idx] >= thresh]
-
-
-def _initial_widths(y: np.ndarray, sigma: np.ndarray) -> tuple[float, float]:
-    """(typical, broad) FWHM [points] of the most prominent peaks of the raw pattern."""
-    sm = savgol_filter(y, 7, 2)
-    idx, prop = find_peaks(sm, prominence=0.0, distance=3)
-    good = prop["prominences"] >= 10.0 * sigma[idx]
-    if not good.any():
-        good = prop["prominences"] >= 0.1 * np.ptp(sm)
-    idx, prom = idx[good], prop["prominences"][good]
-    if len(idx) == 0:
-        return 10.0, 20.0
-    top = idx[np.argsort(prom)[::-1][:15]]
-    w = peak_widths(sm, top, rel_height=0.5)[0]
-    w = w[np.isfinite(w) & (w > 0)]
-    if w.size == 0:
-        return 10.0, 20.0
-    return (float(np.clip(np.median(w), 3.0, len(y) / 20)),
-            float(np.clip(np.percentile(w, 90), 3.0, len(y) / 10)))
+    """Indices of line candidates: peaks of the negative second derivative of the Gaussian-smoothed
+    residual (a Mexican-hat filter: blind to a linear background) ≥ ``thresh`` σ of its noise,
+    where the smoothed residual is ≥ ``thresh`` σ of its own noise. Two filter widths
+    (:data:`CANDIDATE_SCALES` × the lines' σ): the narrow one splits shoulders, the wide one is
+    nearer the matched filter of a weak line in noise; a wide-filter candidate within half a FWHM
+    of a narrow-filter one is the same line."""
+    found = []
+    for scale in CANDIDATE_SCALES:
+        s = max(scale * width_pts / 2.3548, 0.8)
+        d2 = -gaussian_filter1d(resid, s, order=2, mode="nearest")
+        sm = gaussian_filter1d(resid, s, mode="nearest")
+        z2 = d2 / (sigma * _filter_norm(s, 2))
+        zs = sm / (sigma * _filter_norm(s, 0))
+        idx, _ = find_peaks(z2, height=thresh, prominence=thresh, distance=max(int(s // 2), 1))
+        idx = idx[zs[idx] >= thresh]
+        if found:
+            near = np.searchsorted(found[0], idx)
+            lo = np.abs(idx - found[0][np.clip(near - 1, 0, None)]) if len(found[0]) else np.inf
+            hi = np.abs(idx - found[0][np.clip(near, None, len(found[0]) - 1)]) if len(found[0]) else np.inf
+            idx = idx[np.minimum(lo, hi) > 0.5 * width_pts]
+        found.append(idx)
+    return np.unique(np.concatenate(found))
 
 
 def _window(x, resid, sigma, centers, heights, fwhm, ratio, rl, with_ka2) -> Window | None:
@@ -173,29 +177,31 @@ def _calibrate(x, resid, sigma, cand, heights, f0, rl, ka2_ratio):
         near[i] = False
         near &= np.abs(pos - c2[i]) > max(0.5 * f0, 3 * step)  # its own Kα2 bump is not a neighbour
         if not near.any():
-            (resolved if rl and c2[i] - pos[i] >= 0.5 * f0 else unresolved).append(i)
+            (resolved if rl and c2[i] - pos[i] >= 0.4 * f0 else unresolved).append(i)
     one = np.array([f0])
     how, s_ratio, centers, widths = ("fixed" if rl is not None else "none"), 0.0, [], []
     if auto:
-        wins = [w for i in resolved[:6] if (w := _window(x, resid, sigma, pos[i:i + 1], heights[i:i + 1],
+        wins = [w for i in resolved[:8] if (w := _window(x, resid, sigma, pos[i:i + 1], heights[i:i + 1],
                                                             one, 0.5, rl, True)) is not None]
+        r = s = np.zeros(0)
         if wins:
             fit = fit_windows(wins, ratio=0.5, ratio_lambda=rl, free_ratio=True)
             centers += list(fit.center[:, 0])
             widths += list(fit.fwhm[:, 0])
-            ok = (fit.sigma_ratio > 0) & (fit.sigma_ratio < 0.25)
-            r, s = fit.ratio[ok], fit.sigma_ratio[ok]
-        if wins and ok.any():
+            # only doublets split by ≥ 0.6 FWHM tell the ratio apart from a broader single line
+            split = (ka2_position(fit.center[:, 0], rl) - fit.center[:, 0]) / fit.fwhm[:, 0]
+            ok = (fit.sigma_ratio > 0) & (split >= 0.6)
+            r, s = fit.ratio[ok], np.maximum(fit.sigma_ratio[ok], 0.01)
+        if r.size:
             w = 1.0 / s ** 2
             o = np.argsort(r)
             cw = np.cumsum(w[o])
-            ratio = float(r[o][np.searchsorted(cw, 0.5 * cw[-1])])  # weighted median
+            est = float(r[o][np.searchsorted(cw, 0.5 * cw[-1])])  # weighted median
             s_ratio = float(1.2533 / np.sqrt(w.sum()))  # σ of a median ≈ √(π/2) σ of the mean
-            how = "auto"
-            if ratio < RATIO_MIN or ratio < 3.0 * s_ratio:
-                ratio = 0.0
-        else:
-            how = "default"  # no resolved doublet to measure: the physical Cu/Mo/… value
+        if r.size and s_ratio <= RATIO_SIGMA_MAX:
+            how, ratio = "auto", (est if est >= RATIO_MIN else 0.0)
+        else:  # no doublet resolved well enough to measure: the physical Cu/Mo/… value
+            how = "default"
     rest = unresolved[:4] + ([] if auto else resolved[:4])
     wins = [w for i in rest if (w := _window(x, resid, sigma, pos[i:i + 1], heights[i:i + 1], one,
                                              ratio, rl, ratio > 0)) is not None]
@@ -253,20 +259,15 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
                                  "Fix: 'auto', 0 (no Kα2) or the Kα2/Kα1 ratio (≈ 0.5)")
     x, y, resampled = _validate(two_theta, counts, float(wavelength), source)
     step = float(x[1] - x[0])
-    a, b = noise_model(y)
-    level = np.clip(savgol_filter(y, 11, 2), 0.0, None)
-    sigma = noise_sigma(level, a, b)
-    w_typ, w_max = _initial_widths(y, sigma)
-    med = float(np.median(level)) + 1e-300
-    cpu = med / float(noise_sigma(np.array([med]), a, b)[0]) ** 2  # counts per unit at that level
-    bg = estimate_background(x, y, w_max, cpu, method=background)
-    resid = y - bg
+    pat = pattern_background(x, y, background)
+    a, b, sigma, w_typ = pat.noise_a, pat.noise_b, pat.sigma, pat.fwhm_points
+    resid = y - pat.background
     lam2 = wavelength_ka2 if wavelength_ka2 is not None else ka2_wavelength_of(float(wavelength))
     if wavelength_ka2 is not None and not (np.isfinite(lam2) and lam2 > wavelength):
         raise IndexingInputError(f"{source}: wavelength_ka2={lam2} must exceed the Kα1 wavelength "
                                  f"{wavelength}. Fix: give Kα2 in Å (Cu: 1.54439) or leave it None")
     rl = None if lam2 is None or ka2_ratio == 0 else float(lam2) / float(wavelength)
-    thresh = 0.6 * min_snr
+    thresh = min(CANDIDATE_Z, min_snr)
     win = _odd(w_typ)
     cand = _candidates(resid, sigma, w_typ, thresh)
     sm = savgol_filter(resid, win, 2)
@@ -282,7 +283,7 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
     c, area, s_c, s_a = lines
     keep = np.isfinite(c) & (area > 0) & (area >= min_snr * s_a)
     info = {"ka2_ratio": ratio, "ka2_ratio_sigma": s_ratio, "ka2_source": how, "wavelength_ka2": lam2,
-            "noise_a": a, "noise_b": b, "counts_like": bool(0.5 < b < 2.0 and a < 4.0 * b * med),
+            "noise_a": a, "noise_b": b, "counts_like": pat.counts_like,
             "fwhm_law": law, "n_candidates": int(len(cand)), "n_rejected": int((~keep).sum()),
             "resampled": resampled, "background": background}
     info["time_s"] = time.perf_counter() - t_start
@@ -314,5 +315,5 @@ def _fit_all(x, resid, sigma, pos, heights, fw, ratio, rl):
     for j, (p, q, off) in enumerate(cores):
         core = slice(off, off + q - p)
         out[0][p:q], out[1][p:q] = fit.center[j, core], fit.area[j, core]
-        out[2][p:q], out[3][p:q] = fit.sigma_center[j, core], fit.sigma_area[j, core]
+        out[2][p:q], out[3][p:q] = fit.sigma_center[j, core], fit.sigma_area_alone[j, core]
     return out

@@ -86,6 +86,8 @@ class WindowFit:
     Attributes:
         center, area, fwhm: (W, K) Kα1 positions [deg], Kα1 areas [intensity·deg], FWHM [deg].
         sigma_center, sigma_area: (W, K) 1σ uncertainties from the covariance.
+        sigma_area_alone: (W, K) σ of the area with the other parameters held (1/√(JᵀJ)ₐₐ): the
+            detection significance of a line, which overlap with its neighbours does not dilute.
         eta: (W,) Lorentzian fraction of each window.
         ratio, sigma_ratio: (W,) Kα2/Kα1 ratio (the fixed one and 0 unless fitted).
         chi2_red: (W,) χ² per degree of freedom of the weighted residuals.
@@ -96,6 +98,7 @@ class WindowFit:
     fwhm: np.ndarray
     sigma_center: np.ndarray
     sigma_area: np.ndarray
+    sigma_area_alone: np.ndarray
     eta: np.ndarray
     ratio: np.ndarray
     sigma_ratio: np.ndarray
@@ -276,6 +279,8 @@ def fit_windows(windows: list[Window], *, ratio: float, ratio_lambda: float, fre
     sd = np.sqrt(np.clip(np.diagonal(cov, axis1=1, axis2=2), 0.0, None))
     c, a, f, e, _, _, r = pb.unpack(p)
     k = pb.k
+    d_area = np.maximum(np.diagonal(jtj, axis1=1, axis2=2)[:, k:2 * k], 1e-300)
+    s_alone = np.sqrt(np.maximum(chi2, 1.0)[:, None] / d_area) * pb.ascale
     nan = np.where(pb.line, 1.0, np.nan)
-    return WindowFit(c * nan, a * nan, f * nan, sd[:, :k] * nan, sd[:, k:2 * k] * pb.ascale * nan, e, r,
-                     sd[:, -1] if free_ratio else np.zeros(nw), chi2)
+    return WindowFit(c * nan, a * nan, f * nan, sd[:, :k] * nan, sd[:, k:2 * k] * pb.ascale * nan,
+                     s_alone * nan, e, r, sd[:, -1] if free_ratio else np.zeros(nw), chi2)
