@@ -11,19 +11,23 @@ A peaks file (``peaks_{train,val,test}.npz`` of a simulated set) holds ``offsets
 (``indexing.parallel.index_many``, local processes or Ray, the same rows either way).
 
 The cache file is ``CACHE_DIR/<set>_<stem>_<key>.npz`` (default ``Log/index_cache/`` of the
-checkout), where ``key`` hashes the file's bytes (sha256), the settings and
-:data:`INDEX_CACHE_VERSION`: a changed file, setting or indexing code never reads a stale result.
+checkout), where ``key`` hashes the file's bytes (sha256), the settings,
+:data:`INDEX_CACHE_VERSION` and :func:`code_digest` (the indexing code itself, comments and
+docstrings left out): a changed file, setting or indexing code never reads a stale result, even
+when nobody remembered to bump the version.
 It is written atomically (a temporary file, then ``os.replace``); a cache file that cannot be read
 or does not match its key is reported and recomputed.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 import json
 import os
 from dataclasses import dataclass, fields
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +39,15 @@ from indexing.parallel import N_EXT_TOP, IndexRow, index_many
 from indexing.peaks import from_sticks
 from utils.errors import DataError, fail
 
-# Bump whenever indexing's results change (search, refinement, scoring, extinction, the evidence
-# layout): every cached table is then recomputed.
+# Bump whenever indexing's results change for a reason code_digest() cannot see (numpy, scipy or
+# spglib behaviour): every cached table is then recomputed.
 INDEX_CACHE_VERSION = 1
-CACHE_DIR = Path(__file__).resolve().parents[1] / "Log" / "index_cache"
+_ROOT = Path(__file__).resolve().parents[1]
+CACHE_DIR = _ROOT / "Log" / "index_cache"
+# what computes the results: every indexing module but the plumbing, the shared physics, its tables
+_NOT_RESULTS = {"__init__.py", "__main__.py", "cli.py", "cache.py", "parallel.py"}
+_SHARED = ("utils/lattice.py", "utils/sg_tables.py", "utils/data/space_groups.csv",
+           "utils/data/sg_extinction_groups.csv", "utils/data/sg_symops.json")
 SOURCES = ("sticks",)
 # from_sticks() settings and analyse() options; callers override any of them
 DEFAULT_SETTINGS = {"resolution": 0.02, "min_rel": 0.01, "sigma": 0.003, "n_lines": 20}
@@ -126,10 +135,35 @@ def file_sha256(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _code_text(path: Path) -> bytes:
+    """A module's code without comments and docstrings (an edited comment keeps the cache)."""
+    if path.suffix != ".py":
+        return path.read_bytes()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
+@lru_cache(maxsize=1)
+def code_digest() -> str:
+    """sha256 (16 hex digits) of the code that computes the evidence: ``indexing/*.py`` but the
+    command line, cache and parallel plumbing, plus ``utils/lattice.py``, ``utils/sg_tables.py``
+    and their space-group tables."""
+    h = hashlib.sha256()
+    files = sorted(p for p in (_ROOT / "indexing").glob("*.py") if p.name not in _NOT_RESULTS)
+    for p in files + [_ROOT / s for s in _SHARED]:
+        h.update(p.name.encode() + b"\0" + (_code_text(p) if p.is_file() else b"missing") + b"\0")
+    return h.hexdigest()[:16]
+
+
 def cache_key(sha: str, source: str, settings: dict, limit: int | None) -> str:
-    """16 hex digits identifying (file, source, settings, limit, INDEX_CACHE_VERSION)."""
+    """16 hex digits identifying (file, source, settings, limit, INDEX_CACHE_VERSION, code)."""
     text = json.dumps({"file": sha, "source": source, "settings": settings, "limit": limit,
-                       "version": INDEX_CACHE_VERSION}, sort_keys=True)
+                       "version": INDEX_CACHE_VERSION, "code": code_digest()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -238,5 +272,5 @@ def evidence_for_file(path: str | os.PathLike, source: str = "sticks", workers: 
     options = {k: v for k, v in s.items() if k not in _STICK_KEYS}
     table = IndexTable.from_rows(index_many(peaks, workers, engine, options=options, progress=progress), sg)
     _save(table, p, key, {"file": str(path), "source": source, "settings": s, "limit": limit,
-                          "version": INDEX_CACHE_VERSION})
+                          "version": INDEX_CACHE_VERSION, "code": code_digest()})
     return table

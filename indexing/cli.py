@@ -113,7 +113,7 @@ def _print(path: Path, r: dict) -> None:
         fn, d2t, npos = c["f_n"]
         print(f"  {i:>2}. {c['bravais']:<4}{a:>9.4f}{b:>9.4f}{cc:>9.4f}{al:>8.2f}{be:>8.2f}{ga:>8.2f}"
               f"{c['volume']:>10.1f}{c['m20']:>8.1f}  F{c['n_lines']}={fn:.1f} ({d2t:.4f}°, {npos})"
-              f"  {c['zero']:+.4f}°  ({c['n_indexed']}/{c['n_lines']} lines indexed)")
+              f"  {round(c['zero'], 4) + 0.0:+.4f}°  ({c['n_indexed']}/{c['n_lines']} lines indexed)")
     print("  extinction groups, most likely first (space groups):")
     for i, (g, p, sym) in enumerate(r["ext"], 1):
         print(f"  {i:>2}. group {g:>2}  p = {p:.3f}  {' '.join(sym)}")

@@ -90,9 +90,11 @@ def test_key_changes_with_settings_data_limit_and_version(tmp_path, monkeypatch)
     evidence_for_file(data, cache_dir=d, limit=1, progress=False)
     monkeypatch.setattr(cache, "INDEX_CACHE_VERSION", cache.INDEX_CACHE_VERSION + 1)
     t = evidence_for_file(data, cache_dir=d, progress=False)
+    monkeypatch.setattr(cache, "code_digest", lambda: "edited-search-py")  # the indexing code changed
+    evidence_for_file(data, cache_dir=d, progress=False)
     write_peaks_file(data, CELLS[:2], seed=1)  # same name, other intensities
     evidence_for_file(data, cache_dir=d, progress=False)
-    assert len(list(d.glob("*.npz"))) == 5 and len(t) == 2
+    assert len(list(d.glob("*.npz"))) == 6 and len(t) == 2
     with pytest.raises(ValueError, match="unknown indexing settings"):
         evidence_for_file(data, cache_dir=d, settings={"n_line": 15})
     with pytest.raises(ValueError, match="source"):
@@ -159,3 +161,13 @@ def test_ray_matches_one_process(peak_lists):
     serial = index_many(peak_lists[:4], progress=False)
     _rows_equal(index_many(peak_lists[:4], workers=2, engine="ray", chunk_size=1, progress=False), serial)
     assert not ray.is_initialized()  # the instance it started is shut down
+
+
+def test_code_digest_ignores_comments_and_docstrings_only(tmp_path):
+    src = '''"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x * 2  # why\n'''
+    a, b, c = tmp_path / "a.py", tmp_path / "b.py", tmp_path / "c.py"
+    a.write_text(src)
+    b.write_text(src.replace("Doc.", "Other words.").replace("# why", "# because"))
+    c.write_text(src.replace("x * 2", "x * 3"))
+    assert cache._code_text(a) == cache._code_text(b) != cache._code_text(c)
+    assert len(cache.code_digest()) == 16
