@@ -157,3 +157,15 @@ def test_python_dash_m_runs_without_torch(files):
                        capture_output=True, text=True, timeout=120, env=env)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "crystal system: cubic" in p.stdout and "TORCH False" in p.stdout
+
+
+def test_every_flag_refuses_out_of_range_values(capsys):
+    from indexing.cli import get_parser
+    from tests.test_cli_flags import assert_one_line_usage_error, walk
+
+    pairs = walk(get_parser(), ["p.xy"])
+    assert {f for f, _ in pairs} == {"--wavelength", "--top", "--csv", "--workers", "--engine"}
+    for flag, value in pairs:
+        err = assert_one_line_usage_error(lambda a: get_parser().parse_args(a), ["p.xy", f"{flag}={value}"],
+                                          capsys)
+        assert err.startswith("python -m indexing") and flag in err, err
