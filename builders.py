@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from datasets import READERS, DataBundle, counts_from_labels, resolve_data_source
 from datasets.samplers import ClassBalancedSampler, EpochShuffleSampler, ShardSampler
 from datasets.views import DrawTaggedDataset, DrawTaggedSampler, dataset_labels, reseeded, with_views
+from index_method import COMPOSED_MODELS  # registers --method index (no training)
 from loss import LOSSES
 from models import FRONTENDS, MODELS, create_model
 from utils import distributed as ddp
@@ -264,7 +265,6 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
                  grid: Any = None) -> dict[str, Any]:
     """Explicit model kwargs from flags (stored in the checkpoint to rebuild the model); ``grid``
     (a ``GridSpec``) is given to a frontend that resamples the pattern (``--input_axis log_d``)."""
-    frontend_kwargs: dict[str, Any]
     fe_cls = FRONTENDS.get(args.frontend_type)
     if hasattr(fe_cls, "args_to_kwargs"):  # a frontend that reads its own flags says which (as heads do)
         frontend_kwargs = fe_cls.args_to_kwargs(args)
@@ -274,7 +274,7 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
                                mlp_ratio=args.vit_mlp_ratio, use_cls_token=args.vit_use_cls_token,
                                seq_len=seq_len)
     else:
-        frontend_kwargs = dict(width_mult=args.width_mult)
+        frontend_kwargs: dict[str, Any] = dict(width_mult=args.width_mult)
     if frontend_kwargs.get("input_axis", "two_theta") != "two_theta":
         if grid is None:
             raise ConfigError(f"--input_axis {frontend_kwargs['input_axis']} needs the data's 2θ grid")
@@ -285,18 +285,23 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
                               num_classes=len(class_counts))  # 230 space groups; C on CIFAR-LT
     # a model whose head reads flags declares it: ``args_to_kwargs(args) -> dict`` on its class;
     # one that needs the training counts (ICL's gate prior) names ``class_counts`` in its signature
-    model_cls = MODELS.get(name)
+    # (or a composed one: index_method.COMPOSED_MODELS); one that reads its input's 2θ grid, ``grid``
+    model_cls = COMPOSED_MODELS.get(name) if name in COMPOSED_MODELS else MODELS.get(name)
     head_kwargs = getattr(model_cls, "args_to_kwargs", None)
     if head_kwargs is not None:
         kw.update(head_kwargs(args))
-    if "class_counts" in inspect.signature(model_cls).parameters:
+    params = inspect.signature(model_cls).parameters
+    if "class_counts" in params:
         kw["class_counts"] = np.asarray(class_counts).tolist()
+    if "grid" in params and grid is not None:
+        kw["grid"] = [grid.n_points, *map(float, (grid.two_theta_min, grid.two_theta_max, grid.wavelength))]
     return {"name": name, **kw}
 
 
 def build_model(cfg: dict[str, Any]) -> torch.nn.Module:
     cfg = dict(cfg)
-    return create_model(cfg.pop("name"), **cfg)
+    name = cfg.pop("name")  # a composed model (index) or a models.MODELS one
+    return (COMPOSED_MODELS.build if name in COMPOSED_MODELS else create_model)(name, **cfg)
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path) -> torch.nn.Module:

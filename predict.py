@@ -6,7 +6,9 @@
 Each pattern file (2θ, intensity; .xy/.xye/.csv/.txt/.dat, rules in docs/DATA.md) is interpolated
 onto the model's 2θ grid (stored in the checkpoint); the output lists, per file, the crystal system
 with its probability and the top-k space groups (number and Hermann–Mauguin symbol) with
-probabilities.
+probabilities, and the cell indexed from the pattern's own peaks (``indexed: cF a=… M20=…; extinction
+group …``, or ``indexed: no cell (reason)``; ``index_method``, off with ``--no_index``). With a
+``--method index`` checkpoint the prediction itself is the index's.
 
 Files named on the command line must be readable: the first one that is not stops the run with its
 reason. In a folder only the pattern extensions are read, and a file that cannot be read (a
@@ -27,6 +29,7 @@ import torch
 from loguru import logger
 
 import builders
+import index_method
 from config.args import HelpFormatter
 from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
 from utils.checkpoint import atomic_writer, load_checkpoint
@@ -50,6 +53,8 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", default=None, type=writable_file,
                    help="also write the predictions to this CSV file (unset: printed only)")
     p.add_argument("--device", default="cpu", type=device_spec, help="'cpu' or a CUDA index")
+    p.add_argument("--no_index", action="store_true",
+                   help="do not index the patterns (no 'indexed:' line, no indexed_* CSV columns)")
     return p
 
 
@@ -75,12 +80,13 @@ def collect(paths: list[str]) -> list[tuple[Path, bool]]:
 @torch.no_grad()
 def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
                   wavelength: float | None = None, topk: int = 5,
-                  device: str = "cpu") -> tuple[list[dict], list[tuple[str, str]]]:
+                  device: str = "cpu", index: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predictions for ``files``; returns ``(rows, failures)``.
 
     ``files`` holds paths or ``(path, named)`` pairs (see :func:`collect`). A file that cannot be
     read raises its :class:`DataError` when it was named, else it is logged and listed in
-    ``failures`` as ``(file, reason)``.
+    ``failures`` as ``(file, reason)``. With ``index`` each row also holds ``indexed`` (the
+    pattern's :class:`IndexRow`, cached per pattern; an index model's own row).
     """
     ckpt = load_checkpoint(ckpt_path)
     grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
@@ -109,17 +115,24 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
         top = np.argsort(-p_sg)[:topk]
         rows.append({"file": str(f), "crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
                      "top": [(int(i) + 1, sg_symbol(int(i) + 1), float(p_sg[i])) for i in top]})
+        if index:  # an index model has just indexed it; else index the pattern on the model's grid
+            own = getattr(model, "last_rows", None) or index_method.index_files_rows([pattern], grid,
+                                                                                     [str(f)])
+            rows[-1]["indexed"] = own[0]
     return rows, failures
 
 
 def write_csv(fh: IO[str], rows: list[dict], topk: int) -> None:
     """The predictions as CSV rows into the open text file ``fh``."""
     w = csv.writer(fh)
+    indexed = bool(rows) and "indexed" in rows[0]
     w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, topk + 1)
-                                                     for k in ("sg", "symbol", "p")])
+                                                     for k in ("sg", "symbol", "p")]
+               + (list(index_method.csv_fields(None)) if indexed else []))
     for r in rows:
         w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
-                   + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")])
+                   + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")]
+                   + (list(index_method.csv_fields(r["indexed"]).values()) if indexed else []))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -127,7 +140,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     setup_logging(None, "INFO")
     try:
         files = collect(args.paths)
-        rows, failures = predict_files(args.ckpt, files, args.wavelength, args.topk, args.device)
+        rows, failures = predict_files(args.ckpt, files, args.wavelength, args.topk, args.device,
+                                       not args.no_index)
     except XRDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
@@ -135,6 +149,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"{r['file']}\n  crystal system: {r['crystal_system']} (p = {r['p_cs']:.3f})")
         for rank, (num, sym, p) in enumerate(r["top"], 1):
             print(f"  {rank}. {sym:<12} (No. {num:>3})  p = {p:.3f}")
+        if "indexed" in r:
+            print(f"  indexed: {index_method.describe(r['indexed'])}")
     if args.csv:
         try:
             with atomic_writer(args.csv, "w", newline="") as fh:

@@ -12,4 +12,5 @@ __all__ = ["Evaluator", "GLMCTrainer", "LRSchedule", "MoETrainer", "NonFiniteLos
            "Trainer", "TrainingInterrupted", "freeze_except"]
 from Trainer.arb import ARBTrainer  # noqa: E402,F401
 from Trainer.gh import GHTrainer  # noqa: E402,F401
+from Trainer.index import EvaluateOnlyTrainer  # noqa: E402,F401
 from Trainer.ncl import NCLTrainer  # noqa: E402,F401
