@@ -7,8 +7,9 @@ Each row of ``X`` (N, L) is peak-picked (:func:`indexing.picking.pick_peaks`) an
 (:func:`indexing.parallel.summarise`: cell search, extinction groups) into an
 :class:`indexing.parallel.IndexRow`. The result of one pattern is cached as
 ``cache_dir/<key[:2]>/<key>.npz``, where ``key`` is the sha1 of the float32 pattern bytes, the
-grid, the wavelength, the settings and :data:`indexing.cache.INDEX_CACHE_VERSION` (a changed pattern,
-setting or indexing code never reads a stale result); files are written atomically (temporary
+grid, the wavelength, the settings, :data:`indexing.cache.INDEX_CACHE_VERSION` and
+:func:`indexing.cache.code_digest` (a changed pattern, setting or indexing code never reads a stale
+result); files are written atomically (temporary
 file, then ``os.replace``), and a cache file that cannot be read is recomputed. Misses are indexed
 in parallel (:func:`indexing.parallel.parallel_map`: local processes or Ray, the same rows).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from indexing.api import EVIDENCE_DIM
-from indexing.cache import INDEX_CACHE_VERSION
+from indexing.cache import INDEX_CACHE_VERSION, code_digest
 from indexing.parallel import IndexRow, parallel_map, summarise
 from indexing.peaks import IndexingInputError
 from indexing.picking import pick_peaks
@@ -43,7 +44,8 @@ def pattern_key(pattern: np.ndarray, two_theta: np.ndarray, wavelength: float, o
     h = hashlib.sha1(np.ascontiguousarray(pattern, np.float32).tobytes())
     axis = np.asarray(two_theta, np.float64)
     meta = {"axis": [len(axis), float(axis[0]), float(axis[-1])], "wavelength": float(wavelength),
-            "options": {k: options[k] for k in sorted(options)}, "version": INDEX_CACHE_VERSION}
+            "options": {k: options[k] for k in sorted(options)}, "version": INDEX_CACHE_VERSION,
+            "code": code_digest()}
     h.update(json.dumps(meta, sort_keys=True, default=str).encode())
     return h.hexdigest()
 
