@@ -77,15 +77,24 @@ def load_peaks(path: Path, source: str, limit: int | None, step: int):
     n = len(d["sg"])
     rows = list(range(0, n, step))[:limit]
     cells = d["st_cell"] if "st_cell" in d.files else None
+    meta = path.parent / "dataset.json"
+    tt_min = json.loads(meta.read_text()).get("grid", {}).get("two_theta_min", 5.0) if meta.is_file() else 5.0
     if source == "sticks":
         peaks = [from_sticks(d["two_theta"][off[i]:off[i + 1]], d["intensity"][off[i]:off[i + 1]], wl,
-                             source=f"pattern {i}") for i in rows]
+                             source=f"pattern {i}", two_theta_min=tt_min) for i in rows]
     else:
         from benchmarks.index_renderings import load_renderings  # torch only for renderings
         from indexing.picking import pick_peaks
-        rend = load_renderings(path, source)
-        x = rend["two_theta"]
-        peaks = [pick_peaks(x, rend["patterns"][i], wl, source=f"pattern {i}") for i in rows]
+        rend = load_renderings(path.parent, path.stem.removeprefix("peaks_"))
+        g = rend["grid"]
+        x = g[0] + (g[1] - g[0]) / int(g[2]) * np.arange(int(g[2]))    # utils.grid.GridSpec
+        peaks = []
+        for i in rows:
+            # the lab rendering in counts (Poisson-like: the picker's noise model), the clean one as is
+            y = rend["lab"][i] * rend["lab_counts"][i] if source == "lab" else rend["clean"][i]
+            pk = pick_peaks(x, y, wl, source=f"pattern {i}")
+            pk.info["two_theta_min"] = float(g[0])
+            peaks.append(pk)
     return rows, [int(d["sg"][i]) for i in rows], (cells[rows] if cells is not None else None), peaks
 
 

@@ -104,13 +104,22 @@ def _ext_system(metric_system: str) -> str:
     return "hexagonal" if metric_system == "trigonal" else metric_system
 
 
-def analyse(peaks: PeakList, n_lines: int = 20, **index_options) -> PatternEvidence:
+def analyse(peaks: PeakList, n_lines: int = 20, strict: bool = False, **index_options) -> PatternEvidence:
     """Index ``peaks`` and analyse the extinctions of the best cell.
 
+    Args:
+        strict: raise on a peak list that cannot be indexed (too few peaks) instead of returning
+            flat, unsolved evidence that says why (what a data set's evidence needs).
+
     Raises:
-        IndexingInputError: too few peaks (see :func:`indexing.index.index_peaks`).
+        IndexingInputError: with ``strict``, too few peaks (see :func:`indexing.index.index_peaks`).
     """
-    res = index_peaks(peaks, n_lines=n_lines, **index_options)
+    try:
+        res = index_peaks(peaks, n_lines=n_lines, **index_options)
+    except IndexingInputError as exc:
+        if strict:
+            raise
+        return PatternEvidence(IndexResult([], len(peaks), peaks.source, str(exc)), None, str(exc))
     if not res.solved:
         return PatternEvidence(res, None, res.message or "no cell found")
     best = res.best

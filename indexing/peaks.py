@@ -89,7 +89,7 @@ class PeakList:
 
 def from_sticks(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float, *,
                 resolution: float = 0.02, min_rel: float = 0.01, sigma: float = 0.003,
-                source: str = "sticks") -> PeakList:
+                source: str = "sticks", two_theta_min: float | None = None) -> PeakList:
     """A measured-like peak list from simulated sticks.
 
     Sticks closer than ``resolution`` [deg 2θ] merge into one line (intensity-weighted position,
@@ -102,6 +102,8 @@ def from_sticks(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float,
         resolution: merge window [deg].
         min_rel: relative detection threshold.
         sigma: position uncertainty [deg] given to every line.
+        two_theta_min: start of the measured range [deg] (``info["two_theta_min"]``): the
+            extinction analysis takes reflections between it and the first line as missing.
     """
     tt = np.asarray(two_theta, np.float64).ravel()
     it = np.asarray(intensity, np.float64).ravel()
@@ -112,8 +114,9 @@ def from_sticks(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float,
     tt, it = tt[ok], it[ok]
     order = np.argsort(tt, kind="stable")
     tt, it = tt[order], it[order]
+    info = {} if two_theta_min is None else {"two_theta_min": float(two_theta_min)}
     if tt.size == 0:
-        return PeakList(tt, it, wavelength, np.zeros(0), source)
+        return PeakList(tt, it, wavelength, np.zeros(0), source, info)
     # chain merge: a new line starts where the gap to the previous stick exceeds the window
     starts = np.r_[True, np.diff(tt) > resolution]
     gid = np.cumsum(starts) - 1
@@ -121,4 +124,4 @@ def from_sticks(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float,
     s_i = np.bincount(gid, it, n)
     s_t = np.bincount(gid, it * tt, n) / s_i
     keep = s_i >= min_rel * s_i.max()
-    return PeakList(s_t[keep], s_i[keep], wavelength, np.full(int(keep.sum()), sigma), source)
+    return PeakList(s_t[keep], s_i[keep], wavelength, np.full(int(keep.sum()), sigma), source, info)
