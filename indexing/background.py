@@ -94,18 +94,47 @@ def _robust_sd(v: np.ndarray) -> float:
 def noise_model(y: np.ndarray, n_bins: int = 8, lower_fraction: float = 0.7) -> tuple[float, float]:
     """Fit σ² = a + b·ℓ (ℓ: smoothed pattern) to second differences; returns (a, b), both ≥ 0.
 
-    Only the lower ``lower_fraction`` of ℓ enters the fit (where few points lie on peaks); the
-    linear law extrapolates to the peak tops, as Poisson statistics do.
+    Integer, non-negative data are detector counts: Poisson, (a, b) = (1, 1) (the N + 1 variance
+    keeps zero-count points finite). Otherwise a and b start from the MAD of quantile bins and are
+    refined by weighted least squares of the squared second differences, clipped at 3σ (Var(d²) =
+    2σ⁴; the clipped normal keeps 97.33 % of the variance): the bins alone leave ~10 % errors in b.
+    Only the lower ``lower_fraction`` of ℓ enters (where few points lie on peaks); the linear law
+    extrapolates to the peak tops, as Poisson statistics do.
     """
+    if np.min(y) >= 0 and np.all(y == np.round(y)):
+        return 1.0, 1.0
     level = np.clip(savgol_filter(y, 11 if len(y) > 11 else len(y) // 2 * 2 - 1, 2), 0.0, None)
     d = second_difference_sigma(y)
     order = np.argsort(level, kind="stable")[: max(int(lower_fraction * len(y)), 20)]
     bins = np.array_split(order, n_bins)
     lev = np.array([float(np.median(level[b])) for b in bins])
     var = np.array([_robust_sd(d[b]) ** 2 for b in bins])
+    floor = (1e-6 * float(np.max(np.abs(y)))) ** 2 + 1e-300
     (a, b), _ = nnls(np.column_stack([np.ones(n_bins), lev]), var)
-    if a <= 0 and b <= 0:  # a perfectly smooth (noise-free) pattern: a tiny floor keeps weights finite
-        a = (1e-6 * float(np.max(np.abs(y)))) ** 2 + 1e-300
+    if a + b * float(np.min(lev)) <= floor or np.min(var) <= floor:
+        # (nearly) noise-free, e.g. a rendered pattern: a tiny floor keeps the weights finite
+        return max(float(np.median(var)), floor), 0.0
+    # The background often spans a narrow range of ℓ, which leaves the slope b (the noise at the
+    # peak tops) undetermined: prefer the Poisson-like σ² = b·ℓ (scaled counts) unless the bins
+    # reject it (χ² with the ~2.3/√n relative error of a MAD variance).
+    rel = 2.33 / np.sqrt(max(len(order) / n_bins, 1.0))
+    b_prop = float(np.sum(var * lev / var ** 2) / np.sum(lev * lev / var ** 2)) if lev.max() > 0 else 0.0
+    chi2 = float(np.sum(((var - b_prop * lev) / (rel * var)) ** 2))
+    poisson = b_prop > 0 and chi2 < n_bins + 3 * np.sqrt(2 * n_bins)
+    if poisson:
+        a, b = 0.0, b_prop
+    lv, d2 = level[order], d[order] ** 2
+    for _ in range(3):
+        v = np.maximum(a + b * lv, 1e-300)
+        keep = d2 < 9.0 * v
+        if keep.sum() < 20:
+            break
+        w = 1.0 / v[keep]
+        t = d2[keep] * w / 0.9733
+        if poisson:
+            b = float(np.sum(t * lv[keep] * w) / np.sum((lv[keep] * w) ** 2))
+        else:
+            (a, b), _ = nnls(np.column_stack([w, lv[keep] * w]), t)
     return float(a), float(b)
 
 
@@ -155,9 +184,15 @@ class PatternBackground:
     counts_like: bool
 
 
-def pattern_background(x: np.ndarray, y: np.ndarray, method: str = "snip") -> PatternBackground:
-    """Noise law, line widths and background of a pattern on a uniform grid ``x``."""
-    a, b = noise_model(y)
+def pattern_background(x: np.ndarray, y: np.ndarray, method: str = "pspline_arpls",
+                       noise: tuple[float, float] | None = None) -> PatternBackground:
+    """Noise law, line widths and background of a pattern on a uniform grid ``x``.
+
+    Args:
+        noise: (a, b) of the noise law when known, e.g. fitted on the measured points before
+            they were interpolated onto a uniform grid (interpolation averages the noise down).
+    """
+    a, b = noise_model(y) if noise is None else noise
     level = np.clip(savgol_filter(y, 11, 2), 0.0, None)
     sigma = noise_sigma(level, a, b)
     w_typ, w_max = _initial_widths(y, sigma)

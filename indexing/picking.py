@@ -32,7 +32,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks, savgol_filter
 
-from indexing.background import pattern_background
+from indexing.background import noise_model, pattern_background
 from indexing.peaks import IndexingInputError, PeakList
 from indexing.profile import Window, fit_windows, ka2_position
 
@@ -53,8 +53,9 @@ def ka2_wavelength_of(wavelength: float) -> float | None:
     return KA2_OF_KA1[k] if abs(k - wavelength) < 2e-3 else None
 
 
-def _validate(two_theta, counts, wavelength: float, source: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Checked float64 (x, y) on a uniform grid, and whether it had to be resampled."""
+def _validate(two_theta, counts, wavelength: float, source: str
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Checked float64 (x, y) on a uniform grid, and the measured y when it had to be resampled."""
     try:
         x = np.asarray(two_theta, np.float64)
         y = np.asarray(counts, np.float64)
@@ -93,8 +94,8 @@ def _validate(two_theta, counts, wavelength: float, source: str) -> tuple[np.nda
     med = float(np.median(step))
     if np.max(np.abs(step - med)) > 0.01 * med:  # filters count points: put them on a uniform grid
         xu = x[0] + med * np.arange(int(np.floor((x[-1] - x[0]) / med)) + 1)
-        return xu, np.interp(xu, x, y), True
-    return x, y, False
+        return xu, np.interp(xu, x, y), y
+    return x, y, None
 
 
 def strip_ka2(x: np.ndarray, y: np.ndarray, ratio: float, ratio_lambda: float,
@@ -224,8 +225,8 @@ def _calibrate(x, resid, sigma, cand, heights, f0, rl, ka2_ratio):
 
 
 def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | None = None,
-               ka2_ratio: float | str = "auto", min_snr: float = 5.0, source: str = "pattern",
-               background: str = "snip") -> PeakList:
+               ka2_ratio: float | str = "auto", min_snr: float = 4.0, source: str = "pattern",
+               background: str = "pspline_arpls") -> PeakList:
     """The diffraction lines of a pattern, one line per reflection at its Kα1 position.
 
     Args:
@@ -237,9 +238,10 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
             :data:`KA2_OF_KA1` (no doublet when it is not a known anode).
         ka2_ratio: "auto" (estimate per pattern; < 0.15 means none), or a fixed ratio in [0, 1]
             (0: the pattern has no Kα2, e.g. a Johansson Kα1 monochromator).
-        min_snr: a line is kept when its fitted area is ≥ ``min_snr`` standard deviations.
+        min_snr: a line is kept when its fitted area is ≥ ``min_snr`` standard deviations (σ of
+            the area with the neighbouring lines held, ``indexing.profile.WindowFit``).
         source: the file name, for messages and ``PeakList.source``.
-        background: "snip" (default), "arpls" or "pspline_arpls" (``indexing.background``).
+        background: "pspline_arpls" (default), "snip" or "arpls" (``indexing.background``).
 
     Returns:
         PeakList sorted by 2θ (zero shift not removed; intensities = Kα1 areas) with ``info``:
@@ -257,15 +259,16 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
     elif not 0.0 <= float(ka2_ratio) <= 1.0:
         raise IndexingInputError(f"{source}: ka2_ratio={ka2_ratio} outside [0, 1]. "
                                  "Fix: 'auto', 0 (no Kα2) or the Kα2/Kα1 ratio (≈ 0.5)")
-    x, y, resampled = _validate(two_theta, counts, float(wavelength), source)
-    step = float(x[1] - x[0])
-    pat = pattern_background(x, y, background)
-    a, b, sigma, w_typ = pat.noise_a, pat.noise_b, pat.sigma, pat.fwhm_points
-    resid = y - pat.background
+    x, y, raw = _validate(two_theta, counts, float(wavelength), source)
+    resampled = raw is not None
     lam2 = wavelength_ka2 if wavelength_ka2 is not None else ka2_wavelength_of(float(wavelength))
     if wavelength_ka2 is not None and not (np.isfinite(lam2) and lam2 > wavelength):
         raise IndexingInputError(f"{source}: wavelength_ka2={lam2} must exceed the Kα1 wavelength "
                                  f"{wavelength}. Fix: give Kα2 in Å (Cu: 1.54439) or leave it None")
+    step = float(x[1] - x[0])
+    pat = pattern_background(x, y, background, noise=None if raw is None else noise_model(raw))
+    a, b, sigma, w_typ = pat.noise_a, pat.noise_b, pat.sigma, pat.fwhm_points
+    resid = y - pat.background
     rl = None if lam2 is None or ka2_ratio == 0 else float(lam2) / float(wavelength)
     thresh = min(CANDIDATE_Z, min_snr)
     win = _odd(w_typ)
