@@ -59,6 +59,13 @@ class PatternEvidence:
                 out[_CS["hexagonal"]] = max(out[_CS["hexagonal"]], ll + np.log(max(1 - p_trig, 1e-6)))
             else:
                 out[_CS[sys_]] = max(out[_CS[sys_]], ll)
+        # the ranking prefers the highest symmetry among comparable fits (index._prefer_symmetry):
+        # the chosen cell's system leads, so argmax agrees with the best cell
+        chosen = self.index.best.system
+        lead = [_CS["trigonal"], _CS["hexagonal"]] if chosen == "hexagonal" else [_CS[chosen]]
+        gap = out.max() - out[lead].max() + 0.1
+        if gap > 0.1:
+            out[lead] += gap
         return out
 
     def _trigonal_share(self) -> float:

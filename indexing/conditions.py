@@ -1,7 +1,7 @@
 """Systematic absences of the 230 space groups, derived from their symmetry operations, and the
 99 extinction groups with the cell settings in which an indexed cell may show them.
 
-**Rule** (../shared/methods/indexing.md; International Tables A, §1.6.5): for an operation (R, t)
+**Rule** (docs/methods/indexing.md; International Tables A, §1.6.5): for an operation (R, t)
 of the conventional cell (centring translations included) acting on fractional coordinates
 x → Rx + t, a reflection h (row vector) with h·R = h picks up the phase exp(2πi h·t) in every
 structure factor, so **h is absent iff some operation has h·R = h and h·t ∉ ℤ**. This one rule

@@ -137,14 +137,20 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
         raise IndexingInputError(f"{peaks.source}: only {len(peaks)} peaks; indexing needs at least "
                                  f"{MIN_LINES}. Fix: lower the picking threshold or measure a wider "
                                  "2θ range")
+    lines = peaks.first(n_lines)
     cands: list[Candidate] = []
+    main = tuple(x for x in systems if x != "triclinic")
     for z0 in zero_offsets:
-        shifted = peaks.first(n_lines)
-        shifted.two_theta = shifted.two_theta - z0
-        cands += _search(shifted, z0, tol_deg, systems, keep, fit_zero, exhaustive)
-        if any(_convincing(c) for c in cands):
+        cands += _search(_shifted(lines, z0), z0, tol_deg, main, keep, fit_zero, exhaustive, state={})
+        if not exhaustive and any(_convincing(c) for c in cands):
             break
-    cands.sort(key=lambda c: -c.score)
+    if "triclinic" in systems and (exhaustive or not any(_convincing(c) for c in cands)):
+        # the costliest search, once, at the zero offset of the best solution so far
+        z0 = max(cands, key=lambda c: c.score).fit.zero if cands else 0.0
+        z0 = min(zero_offsets, key=lambda z: abs(z - z0))
+        cands += _search(_shifted(lines, z0), z0, tol_deg, ("triclinic",), keep, fit_zero, exhaustive,
+                         state={})
+    cands = _unique_lattices(sorted(cands, key=lambda c: -c.score))
     cands = _prefer_symmetry(cands)
     res = IndexResult(cands, len(peaks), peaks.source)
     if not cands:
@@ -152,12 +158,34 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
     return res
 
 
+def _shifted(pl: PeakList, z0: float) -> PeakList:
+    out = pl.first(len(pl))
+    out.two_theta = out.two_theta - z0
+    return out
+
+
+def _unique_lattices(cands: list[Candidate]) -> list[Candidate]:
+    """One candidate per lattice (Bravais type and conventional cell within 0.2 %): the searches
+    of different systems often refine to the same lattice; the best-scoring copy is kept."""
+    out: list[Candidate] = []
+    for c in cands:
+        conv = c.lattice.conventional
+        if not any(o.lattice.bravais == c.lattice.bravais
+                   and np.allclose(o.lattice.conventional[:3], conv[:3], rtol=2e-3)
+                   and np.allclose(o.lattice.conventional[3:], conv[3:], atol=0.2) for o in out):
+            out.append(c)
+    return out
+
+
 def _convincing(c: Candidate) -> bool:
-    return c.n_indexed == c.n_lines and c.m20 >= M_STOP and c.f_n[2] <= N_POSS_STOP * c.n_lines
+    """All lines but at most one indexed (a picked list may hold a spurious line), M₂₀ ≥ M_STOP
+    and few calculated lines per observed one (not a supercell that indexes anything)."""
+    return (c.n_indexed >= c.n_lines - 1 and c.m20 >= M_STOP
+            and c.f_n[2] <= N_POSS_STOP * c.n_lines)
 
 
 def _search(pl: PeakList, z0: float, tol_deg: float, systems: tuple[str, ...], keep: int,
-            fit_zero: bool, exhaustive: bool) -> list[Candidate]:
+            fit_zero: bool, exhaustive: bool, state: dict) -> list[Candidate]:
     """Search and refine on lines ``pl`` already shifted by −z0; fits report the total zero."""
     q, sq = pl.q, pl.sigma_q
     dq = np.abs(dq_d2theta(pl.two_theta, pl.wavelength))
@@ -165,7 +193,6 @@ def _search(pl: PeakList, z0: float, tol_deg: float, systems: tuple[str, ...], k
     tol_ref = np.maximum(3 * sq, 0.5 * tol_deg * dq)
     cands: list[Candidate] = []
     seen: set[tuple[int, ...]] = set()
-    state: dict = {}
     for name in systems:
         trials, _ = search_system(name, q, tol, keep=keep, state=state)
         for p in trials:

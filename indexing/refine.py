@@ -5,7 +5,7 @@ Q_obs = rowsᵀ x + z · dQ/d2θ: linear in the free metric parameters x *and* z
 assigns every line to its nearest calculated reflection, then solves the weighted linear least
 squares (weights 1/σ_Q) over the lines indexed within tolerance; three iterations converge from a
 trial solution (the assignment rarely changes after the first). Lines left unindexed are kept
-out of the fit, so an impurity line does not pull the cell (../shared/methods/indexing.md).
+out of the fit, so an impurity line does not pull the cell (docs/methods/indexing.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Method (TREOR-style, Werner, Eriksson & Westdahl, J. Appl. Cryst. 18, 367 (1985)): assign trial
 low-index hkl to ``n_free`` of the first lines, solve the linear system for the reciprocal metric
-(Q is linear in it, ../shared/methods/indexing.md), and keep the trials that index most of the
+(Q is linear in it, docs/methods/indexing.md), and keep the trials that index most of the
 first lines. All combinations are solved at once with numpy; trials are pruned in two rounds
 (the first 8 lines, then all) before the least-squares refinement (``indexing.refine``).
 

@@ -2,7 +2,7 @@
 
 Every candidate cell is carried as the six parameters p = (A, B, C, D, E, F) of its reciprocal
 metric in the system's conventional setting, Q = 1/d² = h²A + k²B + l²C + hkD + hlE + klF
-(../shared/methods/indexing.md). A system ties them to fewer free parameters x through a fixed
+(docs/methods/indexing.md). A system ties them to fewer free parameters x through a fixed
 (6 × n_free) matrix ``expand``: p = expand @ x, and the design row of a reflection in the free
 parameters is ``hkl_terms(h) @ expand``:
 

@@ -4,7 +4,7 @@ Direct and reciprocal metric of a cell (a, b, c [Å], α, β, γ [deg]), 1/d² o
 Bragg's law λ = 2 d sin θ. numpy only. Q = 1/d² = hᵀ G* h (G* = G⁻¹) is linear in the six
 reciprocal-metric parameters (A, B, C, D, E, F) = (a*², b*², c*², 2a*b* cos γ*, 2a*c* cos β*,
 2b*c* cos α*), which is what makes indexing a linear problem once hkl are assigned
-(../shared/methods/indexing.md).
+(docs/methods/indexing.md).
 """
 
 from __future__ import annotations
