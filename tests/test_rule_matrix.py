@@ -209,3 +209,16 @@ def test_validate_in_memory_and_save_refuses_bad(tmp_path):
     with pytest.raises(RuleMatrixError, match="outside"):
         RM.save_rule_matrix(bad, tmp_path / "x.csv")
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_semicolon_matrix_error_is_short_and_names_the_separator(tmp_path):
+    """Issue 24: a semicolon-separated matrix gets a one-line error naming the separator, not the
+    whole 5 KB row."""
+    from utils.rule_matrix import RuleMatrixError, load_rule_matrix
+    p = tmp_path / "rules.csv"
+    p.write_text("\n".join(";".join(["0.5"] * 230) for _ in range(230)))
+    with pytest.raises(RuleMatrixError) as exc:
+        load_rule_matrix(p)
+    msg = str(exc.value)
+    assert "rules.csv" in msg and "separated by ';'" in msg and "Fix" in msg
+    assert len(msg) < 400 and "\n" not in msg

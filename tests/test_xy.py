@@ -196,3 +196,11 @@ def test_convert_bad_pattern_and_grid_mismatch(tmp_path, capsys):
     assert "b.xye:2: decreasing" in capsys.readouterr().err
     with pytest.raises(DataError, match="pattern folder not found"):
         convert_xy(tmp_path / "none", lab, tmp_path / "o3", "m")
+
+
+def test_latin1_file_says_reencode_as_utf8(tmp_path):
+    """Issue 24: a Latin-1 export is refused with the fix (re-encode as UTF-8), not just 'not UTF-8'."""
+    p = tmp_path / "scan.xy"
+    p.write_bytes("# Température 25 °C\n10 1\n11 2\n".encode("latin-1"))
+    with pytest.raises(DataError, match=r"scan\.xy.*not a UTF-8 text file.*re-encode it as UTF-8"):
+        read_xy(p)

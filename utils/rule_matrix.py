@@ -223,7 +223,12 @@ def load_rule_matrix(path: str | os.PathLike) -> np.ndarray:
     try:
         a = np.array([[float(c) for c in r] for r in rows], dtype=np.float64).reshape(len(rows), -1)
     except ValueError as e:
-        raise fail(RuleMatrixError, path, f"not numeric ({e}; a header line is not allowed)", _FIX) from None
+        bad = str(e)
+        if len(bad) > 80:  # a row with another separator arrives as one long cell: say so, briefly
+            bad = bad[:60] + "…"
+        sep = next((c for c in ";\t " if c in rows[0][0]), None) if len(rows[0]) == 1 else None
+        hint = f"; values separated by {sep!r}, not commas" if sep else "; a header line is not allowed"
+        raise fail(RuleMatrixError, path, f"not numeric ({bad}{hint})", _FIX) from None
     return validate_rule_matrix(a, path)
 
 

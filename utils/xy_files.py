@@ -82,7 +82,9 @@ def read_xy(path: str | os.PathLike, negative_tolerance: float = 0.05) -> tuple[
     try:
         text = path.read_text(encoding="utf-8-sig", errors="strict")
     except UnicodeDecodeError as exc:
-        raise fail(DataError, path, "not a UTF-8 text file", _FIX) from exc
+        raise fail(DataError, path, f"not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at "
+                   f"offset {exc.start}; Latin-1/Windows exports often are)",
+                   "re-encode it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 IN > OUT`)") from exc
     tt: list[float] = []
     inten: list[float] = []
     lines: list[int] = []
