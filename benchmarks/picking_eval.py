@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--split", default="test")
     p.add_argument("--n", type=int, default=150, help="patterns, evenly spaced (0: all)")
     p.add_argument("--kinds", default="clean,lab")
-    p.add_argument("--background", default="pspline_arpls", help="comma-separated background methods")
+    p.add_argument("--background", default="snip", help="comma-separated background methods")
     p.add_argument("--tol", type=float, default=0.05, help="pairing tolerance [deg]")
     p.add_argument("--min_snr", type=float, default=4.0)
     p.add_argument("--window_factor", type=float, default=None,

@@ -212,7 +212,7 @@ def test_lab_renderings_recall_and_spurious(tmp_path):
     with np.load(path) as z:
         d = {k: z[k] for k in z.files}
     rows = np.arange(0, 900, 45)
-    s = summarize(evaluate(d, rows, "lab", "pspline_arpls", 0.05, False, 4.0))
+    s = summarize(evaluate(d, rows, "lab", "snip", 0.05, False, 4.0))
     assert s["rec3"] >= 0.85 and s["spur"] <= 0.1 and s["dtt_med"] <= 0.01
-    c = summarize(evaluate(d, rows, "clean", "pspline_arpls", 0.05, False, 4.0))
+    c = summarize(evaluate(d, rows, "clean", "snip", 0.05, False, 4.0))
     assert c["rec3"] >= 0.95 and c["spur"] <= 0.05
