@@ -283,9 +283,8 @@ def model_kwargs(args: argparse.Namespace, class_counts: np.ndarray, seq_len: in
     name = args.model or loss_cls.default_model
     kw: dict[str, Any] = dict(frontend=args.frontend_type, frontend_kwargs=frontend_kwargs,
                               num_classes=len(class_counts))  # 230 space groups; C on CIFAR-LT
-    # a model whose head reads flags declares it: ``args_to_kwargs(args) -> dict`` on its class;
-    # one that needs the training counts (ICL's gate prior) names ``class_counts`` in its signature
-    # (or a composed one: index_method.COMPOSED_MODELS); one that reads its input's 2θ grid, ``grid``
+    # a model (models.MODELS or index_method.COMPOSED_MODELS) whose head reads flags has
+    # ``args_to_kwargs(args) -> dict``; one needing class counts or the 2θ grid names them
     model_cls = COMPOSED_MODELS.get(name) if name in COMPOSED_MODELS else MODELS.get(name)
     head_kwargs = getattr(model_cls, "args_to_kwargs", None)
     if head_kwargs is not None:

@@ -106,8 +106,8 @@ def test_robust_to_missing_extra_and_shifted_lines(case):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(a=st.floats(3.0, 9.0), c_over_a=st.floats(0.4, 3.0), system=st.sampled_from(["tetragonal", "hexagonal"]),
-       seed=st.integers(0, 1000))
+@given(a=st.floats(3.0, 9.0), c_over_a=st.floats(0.4, 3.0),
+       system=st.sampled_from(["tetragonal", "hexagonal"]), seed=st.integers(0, 1000))
 def test_random_uniaxial_cells(a, c_over_a, system, seed):
     """Property: a random tetragonal/hexagonal cell is found with its volume and every line
     indexed. Cells with a simple rational c/a (p/q, q ≤ 4) are left out: their lines are exactly
@@ -124,7 +124,8 @@ def test_random_uniaxial_cells(a, c_over_a, system, seed):
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(abc=st.tuples(st.floats(3.5, 9.0), st.floats(3.5, 9.0), st.floats(3.5, 9.0)), seed=st.integers(0, 99))
+@given(abc=st.tuples(st.floats(3.5, 9.0), st.floats(3.5, 9.0), st.floats(3.5, 9.0)),
+       seed=st.integers(0, 99))
 def test_random_orthorhombic_cells(abc, seed):
     ratios = [abc[i] / abc[j] for i in range(3) for j in range(3) if i != j]
     assume(all(abs(r * qq - round(r * qq)) > 0.02 for r in ratios for qq in (1, 2, 3)))
