@@ -70,9 +70,13 @@ def estimate_background(x: np.ndarray, y: np.ndarray, max_fwhm_points: float, co
     if method == "snip":
         # light smoothing before clipping: SNIP follows the minima of the noise otherwise
         # (biased low by ~1σ at low counts)
+        smooth = max(int(max_fwhm_points // 4), 1)
+        if np.mean(y < 0) > 0.01 or not np.isfinite(counts_per_unit) or counts_per_unit <= 0:
+            # background-subtracted data (values around 0): the LLS compression is meaningless
+            bg, _ = fitter.snip(y, max_half_window=hw, decreasing=True, smooth_half_window=smooth)
+            return bg
         v = _lls(y * counts_per_unit)
-        bg, _ = fitter.snip(v, max_half_window=hw, decreasing=True,
-                            smooth_half_window=max(int(max_fwhm_points // 4), 1))
+        bg, _ = fitter.snip(v, max_half_window=hw, decreasing=True, smooth_half_window=smooth)
         return _lls_inv(bg) / counts_per_unit
     if method == "arpls":
         # Whittaker smoothing scale ∝ λ^(1/4) points: λ = (window)^4 matches SNIP's window
@@ -203,7 +207,8 @@ def pattern_background(x: np.ndarray, y: np.ndarray, method: str = "snip",
     level = np.clip(savgol_filter(y, 11, 2), 0.0, None)
     sigma = noise_sigma(level, a, b)
     w_typ, w_max = _initial_widths(y, sigma)
-    med = float(np.median(level)) + 1e-300
-    cpu = med / float(noise_sigma(np.array([med]), a, b)[0]) ** 2  # counts per unit at that level
+    # counts per unit: the noise at the median level (at least 5 % of the top) looks Poisson
+    med = max(float(np.median(level)), 0.05 * float(np.max(level)), 1e-300)
+    cpu = med / float(noise_sigma(np.array([med]), a, b)[0]) ** 2
     bg = estimate_background(x, y, w_max, cpu, method=method)
     return PatternBackground(bg, sigma, a, b, w_typ, w_max, bool(0.5 < b < 2.0 and a < 4.0 * b * med))

@@ -39,7 +39,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 from scipy.signal import find_peaks, savgol_filter
 
-from indexing.background import noise_model, pattern_background
+from indexing.background import noise_model, noise_sigma, pattern_background
 from indexing.peaks import IndexingInputError, PeakList
 from indexing.profile import Window, fit_windows, ka2_position
 
@@ -145,13 +145,30 @@ def _candidates(resid: np.ndarray, sigma: np.ndarray, width_pts: float, thresh: 
         zs = sm / (sigma * _filter_norm(s, 0))
         idx, _ = find_peaks(z2, height=thresh, prominence=thresh, distance=max(int(s // 2), 1))
         idx = idx[zs[idx] >= thresh]
-        if found:
+        if found and len(found[0]) and len(idx):
             near = np.searchsorted(found[0], idx)
-            lo = np.abs(idx - found[0][np.clip(near - 1, 0, None)]) if len(found[0]) else np.inf
-            hi = np.abs(idx - found[0][np.clip(near, None, len(found[0]) - 1)]) if len(found[0]) else np.inf
+            lo = np.abs(idx - found[0][np.clip(near - 1, 0, None)])
+            hi = np.abs(idx - found[0][np.clip(near, None, len(found[0]) - 1)])
             idx = idx[np.minimum(lo, hi) > 0.5 * width_pts]
         found.append(idx)
     return np.unique(np.concatenate(found))
+
+
+def despike(y: np.ndarray, sigma: np.ndarray, k: float = 6.0) -> tuple[np.ndarray, int]:
+    """Replace one-point spikes (cosmic rays, detector glitches) by the mean of their neighbours.
+
+    A spike stands ≥ ``k`` σ above both neighbours, and that step is ≥ 60 % of its height above
+    the lower of the points two away; the top of a real line of FWHM ≥ 2 points stays below 53 %.
+    """
+    inner = y[1:-1]
+    step = inner - np.maximum(y[:-2], y[2:])
+    i = np.arange(1, len(y) - 1)
+    base = np.minimum(y[np.maximum(i - 2, 0)], y[np.minimum(i + 2, len(y) - 1)])
+    spike = (step > k * sigma[1:-1]) & (step > 0.6 * (inner - base))
+    out = y.copy()
+    i = np.flatnonzero(spike) + 1
+    out[i] = 0.5 * (y[i - 1] + y[i + 1])
+    return out, int(len(i))
 
 
 def _window(x, resid, sigma, centers, heights, fwhm, ratio, rl, with_ka2) -> Window | None:
@@ -254,7 +271,9 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
         PeakList sorted by 2θ (zero shift not removed; intensities = Kα1 areas) with ``info``:
         ``ka2_ratio``, ``ka2_ratio_sigma``, ``ka2_source`` (auto / default / fixed / none),
         ``wavelength_ka2``, ``noise_a``/``noise_b`` (σ² = a + b·signal), ``counts_like``,
-        ``fwhm_law`` (p₀, p₁ [deg]), ``n_candidates``, ``n_rejected``, ``resampled``, ``time_s``.
+        ``noise_median`` (median σ), ``fwhm_law`` (p₀, p₁ [deg]), ``n_candidates``,
+        ``n_rejected`` (candidates the fit found insignificant), ``n_spikes`` (one-point spikes
+        replaced), ``resampled``, ``time_s``.
 
     Raises:
         IndexingInputError: bad input (the message names ``source`` and the fix).
@@ -273,7 +292,10 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
         raise IndexingInputError(f"{source}: wavelength_ka2={lam2} must exceed the Kα1 wavelength "
                                  f"{wavelength}. Fix: give Kα2 in Å (Cu: 1.54439) or leave it None")
     step = float(x[1] - x[0])
-    pat = pattern_background(x, y, background, noise=None if raw is None else noise_model(raw))
+    noise = noise_model(y if raw is None else raw)
+    level = np.clip(savgol_filter(y, 11, 2), 0.0, None)
+    y, n_spikes = despike(y, noise_sigma(level, *noise))
+    pat = pattern_background(x, y, background, noise=noise)
     a, b, sigma, w_typ = pat.noise_a, pat.noise_b, pat.sigma, pat.fwhm_points
     resid = y - pat.background
     rl = None if lam2 is None or ka2_ratio == 0 else float(lam2) / float(wavelength)
@@ -295,7 +317,8 @@ def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | 
     info = {"ka2_ratio": ratio, "ka2_ratio_sigma": s_ratio, "ka2_source": how, "wavelength_ka2": lam2,
             "noise_a": a, "noise_b": b, "counts_like": pat.counts_like,
             "fwhm_law": law, "n_candidates": int(len(cand)), "n_rejected": int((~keep).sum()),
-            "resampled": resampled, "background": background}
+            "resampled": resampled, "n_spikes": n_spikes, "background": background,
+            "noise_median": float(np.median(sigma))}
     info["time_s"] = time.perf_counter() - t_start
     return PeakList(c[keep], area[keep], float(wavelength), np.maximum(s_c[keep], 1e-4), source, info)
 

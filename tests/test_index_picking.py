@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from indexing.peaks import IndexingInputError
-from indexing.picking import KA2_OF_KA1, ka2_wavelength_of, pick_peaks, strip_ka2
+from indexing.picking import KA2_OF_KA1, despike, ka2_wavelength_of, pick_peaks, strip_ka2
 from indexing.profile import Window, fit_windows
 
 CU1, CU2 = 1.5406, 1.54439
@@ -141,6 +141,34 @@ def test_nonuniform_axis_is_resampled():
     pl = pick_peaks(x, y, CU1)
     assert pl.info["resampled"] is True
     assert np.max(np.abs(pl.two_theta - LINES)) < 0.01
+
+
+@pytest.mark.parametrize("case", ["coarse step", "background subtracted", "counts per second", "spike"])
+def test_lab_data_variants(case):
+    kw = {"step": 0.04, "fwhm": 0.15} if case == "coarse step" else {}
+    x, y = pattern(seed=6, **kw)
+    if case == "background subtracted":
+        y = y - np.median(y)
+    elif case == "counts per second":
+        y = y / 3600.0
+    elif case == "spike":  # a cosmic ray on one point
+        y[np.searchsorted(x, 37.0)] += 20 * y.max()
+    pl = pick_peaks(x, y, CU1)
+    assert len(pl) == len(LINES) and np.max(np.abs(pl.two_theta - LINES)) < 0.01
+    assert pl.info["n_spikes"] == (1 if case == "spike" else 0)
+
+
+def test_despike_keeps_narrow_lines():
+    x = np.arange(0.0, 10.0, 0.05)
+    y = 10.0 + 1000.0 * _pv(x, 5.0, 0.1, 0.0)  # FWHM of 2 points: a line, not a spike
+    y[50] += 5000.0
+    out, n = despike(y, np.full_like(y, 3.0))
+    assert n == 1 and out[50] < 20.0 and out[100] == y[100]
+
+
+def test_short_scan_without_lines():
+    x, y = pattern(lo=40.0, hi=41.0)  # 100 points of background
+    assert len(pick_peaks(x, y, CU1)) == 0
 
 
 def test_strip_ka2_removes_the_doublet_part():
