@@ -129,6 +129,11 @@ def evaluate(d: dict, rows: np.ndarray, kind: str, background: str, tol: float, 
     return out
 
 
+def _nanmedian(v: list[float]) -> float:
+    v = np.asarray(v, np.float64)
+    return float(np.median(v[np.isfinite(v)])) if np.isfinite(v).any() else np.nan
+
+
 def summarize(rows: list[dict]) -> dict:
     if not rows:
         return {}
@@ -139,8 +144,8 @@ def summarize(rows: list[dict]) -> dict:
             "spur": float(np.mean([r["spur"] for r in rows])),
             "dtt_med": float(np.median(dtt)) if dtt.size else np.nan,
             "ka2_ok": float(np.mean([r["ka2_ok"] for r in rows])),
-            "bg_err": float(np.nanmedian([r.get("bg_err", np.nan) for r in rows])),
-            "bg_bias": float(np.nanmedian([r.get("bg_bias", np.nan) for r in rows])),
+            "bg_err": _nanmedian([r.get("bg_err", np.nan) for r in rows]),
+            "bg_bias": _nanmedian([r.get("bg_bias", np.nan) for r in rows]),
             "t_med": float(np.median(t)), "t_p90": float(np.percentile(t, 90))}
 
 

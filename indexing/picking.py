@@ -234,18 +234,23 @@ def _calibrate(x, resid, sigma, cand, heights, f0, rl, ka2_ratio):
         fit = fit_windows(wins, ratio=ratio, ratio_lambda=rl or 1.0)
         centers += list(fit.center[:, 0])
         widths += list(fit.fwhm[:, 0])
-    law = (f0, 0.0)
-    if len(widths) >= 3:
-        t = np.tan(np.radians(np.array(centers)) / 2.0)
-        f = np.array(widths)
-        if np.ptp(t) > 0.1:
-            p1, p0 = np.polyfit(t, f, 1)
-            law = (float(p0), float(p1))
-        else:
-            law = (float(np.median(f)), 0.0)
-    elif widths:
-        law = (float(np.median(widths)), 0.0)
-    return ratio, s_ratio, how, law
+    return ratio, s_ratio, how, _width_law(np.array(centers), np.array(widths), f0)
+
+
+def _width_law(centers: np.ndarray, widths: np.ndarray, f0: float) -> tuple[float, float]:
+    """FWHM = p₀ + p₁ tan θ through the calibration lines; one refit without the lines > 30 % off
+    (an unresolved pair fitted as one broad line); a constant when the angles span too little."""
+    ok = np.isfinite(centers) & np.isfinite(widths) & (widths > 0)
+    t, f = np.tan(np.radians(centers[ok]) / 2.0), widths[ok]
+    if len(f) == 0:
+        return f0, 0.0
+    if len(f) < 3 or np.ptp(t) < 0.1:
+        return float(np.median(f)), 0.0
+    p1, p0 = np.polyfit(t, f, 1)
+    good = np.abs(f - (p0 + p1 * t)) < 0.3 * f
+    if 3 <= good.sum() < len(f) and np.ptp(t[good]) >= 0.1:
+        p1, p0 = np.polyfit(t[good], f[good], 1)
+    return float(p0), float(p1)
 
 
 def pick_peaks(two_theta, counts, wavelength: float, *, wavelength_ka2: float | None = None,

@@ -218,14 +218,16 @@ class _Problem:
         return (model - self.y[idx]) * wt, jac
 
 
-def _pad2(v: np.ndarray) -> np.ndarray:
-    return v
-
-
-def _cat2(arrays: list[np.ndarray]) -> np.ndarray:
-    """Concatenate (w, k) arrays of different k along w (NaN padding)."""
-    k = max(a.shape[1] for a in arrays)
-    return np.concatenate([np.pad(a, ((0, 0), (0, k - a.shape[1])), constant_values=np.nan) for a in arrays])
+def _concat(parts: list[WindowFit], inv: np.ndarray) -> WindowFit:
+    """One WindowFit from batches, rows reordered by ``inv``; (w, k) fields NaN-padded to one k."""
+    out = {}
+    for name in WindowFit.__dataclass_fields__:
+        vals = [getattr(q, name) for q in parts]
+        if vals[0].ndim == 2:
+            k = max(v.shape[1] for v in vals)
+            vals = [np.pad(v, ((0, 0), (0, k - v.shape[1])), constant_values=np.nan) for v in vals]
+        out[name] = np.concatenate(vals)[inv]
+    return WindowFit(**out)
 
 
 def fit_windows(windows: list[Window], *, ratio: float, ratio_lambda: float, free_ratio: bool = False,
@@ -241,18 +243,13 @@ def fit_windows(windows: list[Window], *, ratio: float, ratio_lambda: float, fre
         free_ratio: fit the ratio per window too (bounded to [0, 1]); decides whether Kα2 is present.
         max_iter: Levenberg–Marquardt iterations.
     """
-    if len(windows) > 4:  # similar window lengths per batch: padding costs as much as data
-        order = sorted(range(len(windows)), key=lambda i: len(windows[i].x))
+    if _split and len(windows) > 4:  # batches of similar lengths: padding would cost as much as data
+        order = np.argsort([len(w.x) for w in windows], kind="stable")
         half = len(order) // 2
         parts = [fit_windows([windows[i] for i in o], ratio=ratio, ratio_lambda=ratio_lambda,
                              free_ratio=free_ratio, max_iter=max_iter, _split=False)
-                 for o in (order[:half], order[half:])] if _split else None
-        if parts is not None:
-            inv = np.argsort(order)
-            return WindowFit(*[np.concatenate([_pad2(getattr(q, name)) for q in parts])[inv]
-                               if getattr(parts[0], name).ndim == 1 else
-                               _cat2([getattr(q, name) for q in parts])[inv]
-                               for name in WindowFit.__dataclass_fields__])
+                 for o in (order[:half], order[half:])]
+        return _concat(parts, np.argsort(order))
     pb = _Problem(windows, ratio, ratio_lambda, free_ratio)
     nw, n_par = pb.p0.shape
     p = pb.p0.copy()
