@@ -88,6 +88,17 @@ def load_peaks(path: Path, source: str, limit: int | None, step: int):
         rend = load_renderings(path.parent, path.stem.removeprefix("peaks_"))
         g = rend["grid"]
         x = g[0] + (g[1] - g[0]) / int(g[2]) * np.arange(int(g[2]))    # utils.grid.GridSpec
+        conditions = {}
+        if source == "lab":
+            counts = rend["p_max_counts"]
+            shift = np.abs(rend["p_zero_shift_deg"] - 2 * np.degrees(rend["p_displacement_mm"] / float(
+                rend["goniometer_radius_mm"])) * np.cos(np.radians(15.0)))   # the shift at 2θ = 30°
+            for i in rows:
+                conditions[i] = [
+                    "counts<2e3" if counts[i] < 2e3 else
+                    "counts 2e3-2e4" if counts[i] < 2e4 else "counts>2e4",
+                    "Ka2" if rend["p_has_ka2"][i] else "no Ka2",
+                    "shift<0.05" if shift[i] < 0.05 else "shift 0.05-0.1" if shift[i] < 0.1 else "shift>0.1"]
         peaks = []
         for i in rows:
             # the lab rendering in counts (Poisson-like: the picker's noise model), the clean one as is
@@ -95,7 +106,9 @@ def load_peaks(path: Path, source: str, limit: int | None, step: int):
             pk = pick_peaks(x, y, wl, source=f"pattern {i}")
             pk.info["two_theta_min"] = float(g[0])
             peaks.append(pk)
-    return rows, [int(d["sg"][i]) for i in rows], (cells[rows] if cells is not None else None), peaks
+        return rows, [int(d["sg"][i]) for i in rows], (cells[rows] if cells is not None else None), peaks, \
+            conditions
+    return rows, [int(d["sg"][i]) for i in rows], (cells[rows] if cells is not None else None), peaks, {}
 
 
 def _work(item):
@@ -115,7 +128,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
-    rows, sgs, cells, peaks = load_peaks(args.peaks, args.source, args.limit, args.step)
+    rows, sgs, cells, peaks, conditions = load_peaks(args.peaks, args.source, args.limit, args.step)
     items = list(zip(rows, sgs, peaks))
     if args.workers > 1:
         from multiprocessing import get_context
@@ -125,6 +138,7 @@ def main(argv=None) -> dict:
         out = [_work(it) for it in items]
     ext = extinction_groups()
     per = defaultdict(Counter)
+    per_cond = defaultdict(Counter)
     modes: Counter = Counter()
     times = []
     for (i, sg, res, dt), cell in zip(out, cells if cells is not None else [None] * len(out)):
@@ -141,6 +155,10 @@ def main(argv=None) -> dict:
         c["ext1"] += bool(top) and top[0] == ext[sg - 1]
         c["ext3"] += ext[sg - 1] in top
         times.append(dt)
+        for cond in conditions.get(i, []):
+            per_cond[cond]["n"] += 1
+            per_cond[cond]["cs"] += got == want
+            per_cond[cond]["ext1"] += bool(top) and top[0] == ext[sg - 1]
         if cell is not None and (got != want or not same_cell(res.index.best, cell, sg)):
             modes[failure_mode(res, sg, cell)] += 1
             if args.verbose:
@@ -156,6 +174,8 @@ def main(argv=None) -> dict:
               "per_system": {k: {"n": v["n"], "cs": pct(v, "cs"), "cell": pct(v, "cell"),
                                  "ext_top1": pct(v, "ext1"), "ext_top3": pct(v, "ext3")}
                              for k, v in sorted(per.items())},
+              "per_condition": {k: {"n": v["n"], "cs": pct(v, "cs"), "ext_top1": pct(v, "ext1")}
+                                for k, v in sorted(per_cond.items())},
               "failures": dict(modes.most_common())}
     print(json.dumps(report, indent=1))
     if args.json:

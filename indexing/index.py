@@ -36,6 +36,7 @@ M_STOP = 20.0       # a cell indexing every line with M20 ≥ this ends the sear
                     # would only refit the same lattice with more freedom); checked only after
 N_POSS_STOP = 2.5   # … and at most 2.5 calculated lines per observed one (a big supercell indexes
                     # everything with many more: it must not end the search)
+LOW_SYSTEMS = ("monoclinic", "triclinic")
 STOP_AFTER = ("tetragonal", "orthorhombic", "monoclinic")   # the cheap uniaxial searches
 SYMMETRY_RANK = {"triclinic": 0, "monoclinic": 1, "orthorhombic": 2, "tetragonal": 3,
                  "trigonal": 4, "hexagonal": 4, "cubic": 5}
@@ -111,7 +112,8 @@ def _subcells(fit: Fit) -> list[np.ndarray]:
 
 def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
                 systems: tuple[str, ...] = SYSTEMS, keep: int = 8, fit_zero: bool = True,
-                exhaustive: bool = False, zero_offsets: tuple[float, ...] = (0.0, 0.06, -0.06)
+                exhaustive: bool = False,
+                zero_offsets: tuple[float, ...] = (0.0, 0.06, -0.06, 0.12, -0.12)
                 ) -> IndexResult:
     """Index a peak list.
 
@@ -125,10 +127,12 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
         exhaustive: search every system even after a convincing solution (slower; by default
             the search, from cubic down to triclinic, stops after the first system that gives a
             cell indexing every line with M₂₀ ≥ ``M_STOP``).
-        zero_offsets: zero errors [deg] tried in turn, until one gives a convincing cell: the
-            search tolerance absorbs ±0.03°, a lab instrument can be off by 0.1°, so the search
-            runs again on lines shifted by ∓0.06° when the first gives nothing convincing (the
-            refinement then fits the rest of the zero error).
+        zero_offsets: zero errors [deg] tried in turn by the searches down to orthorhombic, until
+            one gives a convincing cell: the search tolerance absorbs ±0.03°, a lab instrument is
+            off by up to ~0.15° (zero error and specimen displacement), so the search runs again
+            on lines shifted by ∓0.06° and ∓0.12° (the refinement fits the rest of the error).
+            The costlier monoclinic and triclinic searches run once, at the offset of the best
+            cell found so far, and only while nothing is convincing.
 
     Raises:
         IndexingInputError: fewer than ``MIN_LINES`` lines.
@@ -139,17 +143,24 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
                                  "2θ range")
     lines = peaks.first(n_lines)
     cands: list[Candidate] = []
-    main = tuple(x for x in systems if x != "triclinic")
+    cheap = tuple(x for x in systems if x not in LOW_SYSTEMS)
+    states: dict[float, dict] = {}   # per offset: the orthorhombic partial fits seed monoclinic
     for z0 in zero_offsets:
-        cands += _search(_shifted(lines, z0), z0, tol_deg, main, keep, fit_zero, exhaustive, state={})
+        cands += _search(_shifted(lines, z0), z0, tol_deg, cheap, keep, fit_zero, exhaustive,
+                         state=states.setdefault(z0, {}))
         if not exhaustive and any(_convincing(c) for c in cands):
             break
-    if "triclinic" in systems and (exhaustive or not any(_convincing(c) for c in cands)):
-        # the costliest search, once, at the zero offset of the best solution so far
-        z0 = max(cands, key=lambda c: c.score).fit.zero if cands else 0.0
-        z0 = min(zero_offsets, key=lambda z: abs(z - z0))
-        cands += _search(_shifted(lines, z0), z0, tol_deg, ("triclinic",), keep, fit_zero, exhaustive,
-                         state={})
+    for low in (x for x in LOW_SYSTEMS if x in systems):
+        # the costly searches at no offset, then at the offset of the best cell so far
+        best_z = max(cands, key=lambda c: c.score).fit.zero if cands else 0.0
+        for z0 in dict.fromkeys((0.0, min(zero_offsets, key=lambda z: abs(z - best_z)))):
+            if not exhaustive and any(_convincing(c) for c in cands):
+                break
+            state = states.setdefault(z0, {})
+            if "orthorhombic" not in state.get("_done", ()):
+                # its partial fits seed the monoclinic search
+                _search(_shifted(lines, z0), z0, tol_deg, ("orthorhombic",), keep, fit_zero, True, state)
+            cands += _search(_shifted(lines, z0), z0, tol_deg, (low,), keep, fit_zero, exhaustive, state)
     cands = _unique_lattices(sorted(cands, key=lambda c: -c.score))
     cands = _prefer_symmetry(cands)
     res = IndexResult(cands, len(peaks), peaks.source)
@@ -195,6 +206,7 @@ def _search(pl: PeakList, z0: float, tol_deg: float, systems: tuple[str, ...], k
     seen: set[tuple[int, ...]] = set()
     for name in systems:
         trials, _ = search_system(name, q, tol, keep=keep, state=state)
+        state.setdefault("_done", set()).add(name)
         for p in trials:
             fit = refine(system(name), p, pl.two_theta, pl.wavelength, q, sq, tol_ref, fit_zero)
             if fit is None:
