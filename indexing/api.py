@@ -20,7 +20,7 @@ import numpy as np
 
 from indexing.conditions import N_GROUPS, extinction_group_table
 from indexing.extinction import ExtinctionResult, extinction_loglik
-from indexing.index import IndexResult, index_peaks
+from indexing.index import SYMMETRY_BONUS, SYMMETRY_RANK, IndexResult, index_peaks
 from indexing.peaks import IndexingInputError, PeakList
 from utils.lattice import reciprocal_metric
 from utils.sg_tables import CRYSTAL_SYSTEMS, N_CS, SG_TO_CS
@@ -52,7 +52,8 @@ class PatternEvidence:
             best[c.system] = max(best.get(c.system, 0.0), c.score)
         out[:] = np.log1p(0.0) - 8.0      # systems no candidate supports
         for sys_, s in best.items():
-            ll = float(np.log1p(s))
+            # the ranking's Occam factor per level of metric symmetry (index._prefer_symmetry)
+            ll = float(np.log1p(s) + SYMMETRY_RANK[sys_] * np.log(SYMMETRY_BONUS))
             if sys_ == "hexagonal":
                 p_trig = self._trigonal_share()
                 out[_CS["trigonal"]] = max(out[_CS["trigonal"]], ll + np.log(max(p_trig, 1e-6)))

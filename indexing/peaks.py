@@ -114,7 +114,10 @@ def from_sticks(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float,
     tt, it = tt[ok], it[ok]
     order = np.argsort(tt, kind="stable")
     tt, it = tt[order], it[order]
-    info = {} if two_theta_min is None else {"two_theta_min": float(two_theta_min)}
+    # simulated sticks carry no instrument zero error: indexing need not search zero offsets
+    info = {"zero_free": True}
+    if two_theta_min is not None:
+        info["two_theta_min"] = float(two_theta_min)
     if tt.size == 0:
         return PeakList(tt, it, wavelength, np.zeros(0), source, info)
     # chain merge: a new line starts where the gap to the previous stick exceeds the window
