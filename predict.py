@@ -38,6 +38,7 @@ from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
 from utils.errors import DataError, XRDError, exit_message
 from utils.grid import GridSpec
 from utils.logging import setup_logging
+from utils.xy_files import collect_pattern_files as collect  # the rules python -m indexing shares
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,25 +57,6 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_index", action="store_true",
                    help="do not index the patterns (no 'indexed:' line, no indexed_* CSV columns)")
     return p
-
-
-def collect(paths: list[str]) -> list[tuple[Path, bool]]:
-    """``(file, named)`` pairs: files named on the command line (``named``) and the pattern files
-    of the named folders, in order. A path that does not exist is an error."""
-    files: list[tuple[Path, bool]] = []
-    for s in paths:
-        p = Path(s)
-        if p.is_dir():
-            files += [(f, False) for f in sorted(p.iterdir())
-                      if f.is_file() and f.suffix.lower() in PATTERN_SUFFIXES]
-        elif p.is_file():
-            files.append((p, True))
-        else:
-            raise DataError(f"{p}: not found. Fix: pass existing pattern files or folders")
-    if not files:
-        raise DataError(f"{', '.join(paths)}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) found. "
-                        "Fix: pass pattern files or a folder that holds them")
-    return files
 
 
 @torch.no_grad()

@@ -85,18 +85,14 @@ def refine(sys_: System, params: np.ndarray, two_theta: np.ndarray, wavelength: 
     zero = 0.0
     q_max = float(q.max()) * 1.03
     w = 1.0 / np.maximum(sigma_q, 1e-9)
-    for _ in range(iterations):
+    n_par = sys_.n_free + (1 if fit_zero else 0)
+    for it in range(iterations + 1):
         p = sys_.full(x)
-        if not (p[0] > 0 and p[1] > 0 and p[2] > 0) or np.linalg.det(metric_from_params(p)) <= 0:
+        assigned = _assign(p, q - zero * dq, q_max, tol_q)
+        if assigned is None:
             return None
-        hkl, cq = calc_reflections(p, q_max)
-        if cq.size == 0:
-            return None
-        qc = q - zero * dq
-        j = _nearest(cq, qc)
-        ok = np.abs(qc - cq[j]) <= tol_q
-        n_par = sys_.n_free + (1 if fit_zero else 0)
-        if ok.sum() < n_par + 1:
+        hkl, cq, qc, j, ok = assigned
+        if it == iterations or ok.sum() < n_par + 1:
             break
         rows = sys_.rows(hkl[j[ok]])
         if fit_zero and ok.sum() >= n_par + 3:
@@ -108,22 +104,25 @@ def refine(sys_: System, params: np.ndarray, two_theta: np.ndarray, wavelength: 
         zero = float(sol[sys_.n_free]) if design.shape[1] > sys_.n_free else 0.0
         if abs(zero) > 0.3:   # a zero error beyond 0.3° is not an instrument's: refuse it
             zero = 0.0
-    p = sys_.full(x)
-    if not (p[0] > 0 and p[1] > 0 and p[2] > 0) or np.linalg.det(metric_from_params(p)) <= 0:
-        return None
-    hkl, cq = calc_reflections(p, q_max)
-    if cq.size == 0:
-        return None
-    qc = q - zero * dq
-    j = _nearest(cq, qc)
     res = qc - cq[j]
-    ok = np.abs(res) <= tol_q
     alts = [hkl[np.abs(cq - qc[i]) <= tol_q[i]] for i in range(n)]
     fit = Fit(sys_.name, p, zero, ok, res, hkl[j], calc_q=cq, calc_hkl=hkl, alternatives=alts)
     fit.centring = lattice_centring(fit)
     keep = CENTRINGS[fit.centring](*fit.calc_hkl.T)
     fit.calc_q, fit.calc_hkl = fit.calc_q[keep], fit.calc_hkl[keep]
     return fit
+
+
+def _assign(p: np.ndarray, qc: np.ndarray, q_max: float, tol_q: np.ndarray):
+    """Reflections of metric ``p`` and each corrected line's nearest one: (hkl, calc Q, qc,
+    nearest index, within tolerance), or None for an invalid metric."""
+    if not (p[0] > 0 and p[1] > 0 and p[2] > 0) or np.linalg.det(metric_from_params(p)) <= 0:
+        return None
+    hkl, cq = calc_reflections(p, q_max)
+    if cq.size == 0:
+        return None
+    j = _nearest(cq, qc)
+    return hkl, cq, qc, j, np.abs(qc - cq[j]) <= tol_q
 
 
 def lattice_centring(fit: Fit) -> str:
