@@ -135,7 +135,8 @@ class IndexModel(nn.Module):
 
     @property
     def two_theta(self) -> np.ndarray:
-        return np.linspace(self.tt_min, self.tt_max, self.n_points)
+        """The input's 2θ axis, as ``utils.grid.GridSpec.two_theta`` lays it (no end point)."""
+        return self.tt_min + (self.tt_max - self.tt_min) / self.n_points * np.arange(self.n_points)
 
     def index(self, x: np.ndarray, sources: list[str] | None = None) -> list[IndexRow]:
         """Index patterns (N, L) on the grid (cached); returns one row per pattern."""
@@ -205,7 +206,7 @@ def index_files_rows(patterns: list[np.ndarray], grid: Any, sources: list[str],
                      workers: int = 1) -> list[IndexRow]:
     """Index patterns already on ``grid`` (a ``GridSpec``) with the default settings (predict.py
     next to a learned model)."""
-    tt = np.linspace(grid.two_theta_min, grid.two_theta_max, grid.n_points)
+    tt = grid.two_theta()
     rows, _ = index_patterns(np.stack(patterns), tt, grid.wavelength, {"n_lines": 20, "min_snr": 5.0},
                              workers, "local", PATTERN_CACHE, sources, progress=False)
     return rows

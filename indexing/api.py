@@ -2,10 +2,12 @@
 and a fixed-length evidence vector for the learned models.
 
 Evidence vector (``EVIDENCE_DIM`` = 7 + 99 + 4 floats):
-- 7 crystal-system log-likelihoods (order of ``utils.sg_tables.CRYSTAL_SYSTEMS``): from the best
-  score (``merit.score``) of each metric system's candidates; a hexagonal metric is split between
-  trigonal and hexagonal by the extinction groups' member space groups;
-- 99 extinction-group log-likelihoods (``indexing.extinction``; −inf clipped to ``LL_FLOOR``);
+- 7 crystal-system log-likelihoods (order of ``utils.sg_tables.CRYSTAL_SYSTEMS``), relative to
+  the most likely system: from the best score (``merit.score``) of each metric system's
+  candidates with the ranking's Occam factor; a hexagonal metric is split between trigonal and
+  hexagonal by the extinction groups' member space groups;
+- 99 extinction-group log-likelihood ratios to the best group (``indexing.extinction``; floored
+  at ``LL_FLOOR``, which is also where −inf, a group the metric excludes, ends);
 - quality: log(1 + M₂₀) of the best cell, fraction of the first lines indexed, number of peaks
   (/100), solved (1/0).
 When no cell is found the likelihood blocks are all zero (flat) and ``solved`` is 0: never a
@@ -67,7 +69,7 @@ class PatternEvidence:
         gap = out.max() - out[lead].max() + 0.1
         if gap > 0.1:
             out[lead] += gap
-        return out
+        return out - out.max()      # ratios to the most likely system (0 for it)
 
     def _trigonal_share(self) -> float:
         """P(trigonal | hexagonal metric) from the extinction posterior and member groups."""
@@ -89,10 +91,15 @@ class PatternEvidence:
         return CRYSTAL_SYSTEMS[int(np.argmax(self.cs_loglik()))]
 
     def ext_loglik(self) -> np.ndarray:
-        """(99,) extinction-group log-likelihoods, floored; zeros when unsolved."""
+        """(99,) extinction-group log-likelihood ratios to the best group (0 for it), floored at
+        ``LL_FLOOR``; zeros when unsolved. Relative, because the sums over many reflections are
+        far below any fixed floor: flooring the raw values would lift the groups the metric
+        excludes (−inf) above every compatible one."""
         if self.extinction is None:
             return np.zeros(N_GROUPS)
-        return np.maximum(self.extinction.loglik, LL_FLOOR)
+        ll = self.extinction.loglik
+        top = np.max(ll[np.isfinite(ll)]) if np.any(np.isfinite(ll)) else 0.0
+        return np.maximum(ll - top, LL_FLOOR)
 
     def extinction_ranked(self, k: int = 3) -> list[int]:
         """The ``k`` most probable extinction groups (1..99), best first; [] when unsolved."""

@@ -162,3 +162,22 @@ def test_merging_sticks_at_the_resolution():
     pl = from_sticks([10.0, 10.01, 20.0, 30.0], [1.0, 1.0, 0.001, 2.0], WL, resolution=0.02, min_rel=0.01)
     np.testing.assert_allclose(pl.two_theta, [10.005, 30.0])
     np.testing.assert_allclose(pl.intensity, [2.0, 2.0])
+
+
+def test_evidence_vector_ranks_compatible_groups_above_excluded_ones():
+    """The extinction block is relative to the best group: groups the metric excludes sit at the
+    floor, below every compatible one (a raw floor would lift them above large negative sums)."""
+    from indexing.api import EVIDENCE_DIM, LL_FLOOR, analyse
+    from utils.sg_tables import CRYSTAL_SYSTEMS, SG_TO_CS, extinction_groups
+
+    ev = analyse(make_sticks((5.43, 5.43, 5.43, 90, 90, 90), "F", n_lines=40))
+    v = ev.vector()
+    assert v.shape == (EVIDENCE_DIM,) and v[-1] == 1.0
+    cs, ext = v[:7], v[7:106]
+    assert CRYSTAL_SYSTEMS[int(np.argmax(cs))] == "cubic" and cs.max() == 0.0
+    assert ext.max() == 0.0
+    cubic_groups = set(extinction_groups()[SG_TO_CS == 6])
+    best = int(np.argmax(ext)) + 1
+    assert best in cubic_groups
+    non_cubic = [g - 1 for g in range(1, 100) if g not in cubic_groups]
+    assert np.all(ext[non_cubic] == LL_FLOOR)
