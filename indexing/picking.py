@@ -42,22 +42,13 @@ from scipy.signal import find_peaks, savgol_filter
 from indexing.background import noise_model, noise_sigma, pattern_background
 from indexing.peaks import IndexingInputError, PeakList
 from indexing.profile import Window, fit_windows, ka2_position
+from utils.lattice import KA2_OF_KA1, ka2_wavelength_of  # noqa: F401  (KA2_OF_KA1 re-exported)
 
-# Kα1 → Kα2 [Å] of lab anodes (G. Hölzer et al., Phys. Rev. A 56, 4554 (1997); Cu Kα2 as in most
-# Rietveld programs). Matched within 2 mÅ, so 1.5406 and 1.540598 both mean Cu.
-KA2_OF_KA1 = {1.5406: 1.54439, 1.78897: 1.79285, 0.70930: 0.71359, 1.93604: 1.93998,
-              2.28970: 2.29361, 0.55941: 0.56380}  # Cu, Co, Mo, Fe, Cr, Ag
 RATIO_MIN = 0.15  # an estimated Kα2/Kα1 ratio below this means "no Kα2" (the physical one is ≈ 0.5)
 RATIO_SIGMA_MAX = 0.1  # a less precise estimate decides nothing: the default 0.5 is kept
 CANDIDATE_Z = 2.5  # candidates: z-scores of the smoothed second derivative and height (the fit decides)
 CANDIDATE_SCALES = (0.6, 1.2)  # σ of the candidate filters / σ of the typical line
 MAX_LINES_PER_FIT = 6  # larger clusters are fitted in chunks with guard lines on each side
-
-
-def ka2_wavelength_of(wavelength: float) -> float | None:
-    """The Kα2 wavelength of a lab anode's Kα1 [Å] (None: not a known anode, e.g. synchrotron)."""
-    k = min(KA2_OF_KA1, key=lambda w: abs(w - wavelength))
-    return KA2_OF_KA1[k] if abs(k - wavelength) < 2e-3 else None
 
 
 def _validate(two_theta, counts, wavelength: float, source: str

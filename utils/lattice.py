@@ -68,6 +68,20 @@ def two_theta_deg(sin_theta: np.ndarray) -> np.ndarray:
     return np.degrees(2.0 * np.arcsin(np.clip(sin_theta, 0.0, 1.0)))
 
 
+# Kα1 → Kα2 wavelengths [Å] of lab anodes (G. Hölzer et al., Phys. Rev. A 56, 4554 (1997); Cu Kα2
+# as in most Rietveld programs): Cu, Mo, Co, Fe, Cr, Ag. Used by the renderer (the doublet it draws)
+# and the peak picker (the doublet it fits). A wavelength that matches none (synchrotron) has no Kα2.
+KA2_OF_KA1 = {1.5406: 1.54439, 0.7093: 0.71359, 1.78897: 1.79285, 1.93604: 1.93998, 2.2897: 2.29361,
+              0.55941: 0.5638}
+
+
+def ka2_wavelength_of(wavelength: float, tol: float = 2e-3) -> float | None:
+    """The Kα2 wavelength of a lab anode's Kα1 [Å], matched within ``tol`` (1.5406 and 1.540598
+    both mean Cu); None for a wavelength of no known anode."""
+    k = min(KA2_OF_KA1, key=lambda w: abs(w - wavelength))
+    return KA2_OF_KA1[k] if abs(k - wavelength) < tol else None
+
+
 def two_theta_to_q(two_theta_deg: np.ndarray, wavelength: float) -> np.ndarray:
     """Q = 1/d² [Å⁻²] of positions 2θ [deg] by Bragg's law: Q = (2 sin θ / λ)²."""
     s = np.sin(np.radians(np.asarray(two_theta_deg, np.float64)) / 2.0)

@@ -24,11 +24,7 @@ from typing import Any
 import torch
 
 from utils.errors import ConfigError
-
-# Kα1 → Kα2 wavelengths [Å] of common anodes (Hölzer et al., Phys. Rev. A 56, 4554 (1997); Cu Kα2
-# as used by most Rietveld programs). A grid whose wavelength matches none (synchrotron) has no Kα2.
-KA2_OF_KA1 = {1.5406: 1.54439, 0.7093: 0.71359, 1.78897: 1.79285, 1.93604: 1.93998, 2.2897: 2.29361,
-              0.55941: 0.5638}
+from utils.lattice import KA2_OF_KA1  # noqa: F401  (re-exported: the Kα2 table lives with Bragg's law)
 
 _M64 = 1 << 64
 
