@@ -14,6 +14,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 SEED=${1:-0}; [ $# -gt 0 ] && shift
 EXTRA=("$@")
+# the stream's flags only when the data source is the stream: train.py refuses flags it would ignore
+STREAM=(--stream_profile "mp" --stream_cache "${CACHE:-Log/stream_cache}")
+case " $* " in *" --data_source files"*|*" --data_source=files"*) STREAM=() ;; esac
 OUT=${OUT:-Log/ablation}/seed$SEED
 BASE=$OUT/base
 # name | row label | flags (one change each against the default ICL recipe)
@@ -34,8 +37,8 @@ VARIANTS=(
 train() {  # RUN_DIR [flags]
   local run=$1; shift
   [ -f "$run/test_metrics.json" ] || python train.py --data_dir "${DATA:-data/xrd_mp_default}" \
-      --config quick --method icl --seed "$SEED" --stream_profile mp \
-      --stream_cache "${CACHE:-Log/stream_cache}" --run_dir "$run" --resume auto --sg_logit_adjust 0 \
+      --config quick --method icl --seed "$SEED" "${STREAM[@]}" \
+      --run_dir "$run" --resume auto --sg_logit_adjust 0 \
       "$@" "${EXTRA[@]}"
   bash scripts/default/evaluate_run.sh "$run"
 }

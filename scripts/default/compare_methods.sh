@@ -19,13 +19,15 @@ DATA=${DATA:-data/xrd_mp_default}
 OUT=${OUT:-Log/compare}
 RESULTS=${RESULTS:-RESULTS.md}
 PLOT=${PLOT:-docs/figures/per_class_methods.png}
+# the stream's flags only when the data source is the stream: train.py refuses flags it would ignore
+STREAM=(--stream_profile "${PROFILE:-mp}" --stream_cache "${CACHE:-Log/stream_cache}")
+case " $* " in *" --data_source files"*|*" --data_source=files"*) STREAM=() ;; esac
 for seed in ${SEEDS//,/ }; do
   for m in $METHODS; do
     run="$OUT/seed$seed/$m"
     if [ ! -f "$run/test_metrics.json" ]; then
       python train.py --data_dir "$DATA" --config quick --method "$m" --seed "$seed" \
-          --stream_profile "${PROFILE:-mp}" --stream_cache "${CACHE:-Log/stream_cache}" \
-          --run_dir "$run" --resume auto "$@"
+          "${STREAM[@]}" --run_dir "$run" --resume auto "$@"
     fi
     bash scripts/default/evaluate_run.sh "$run"
   done

@@ -14,10 +14,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-Log/long_mp}
+# the stream's flags only when the data source is the stream: train.py refuses flags it would ignore
+STREAM=(--stream_profile "mp" --stream_cache "${CACHE:-Log/stream_cache}")
+case " $* " in *" --data_source files"*|*" --data_source=files"*) STREAM=() ;; esac
 for m in ${METHODS:-icl ncl}; do
   run="$OUT/$m"
   [ -f "$run/test_metrics.json" ] || RUN="$run" bash scripts/default/long.sh --method "$m" \
-      --stream_profile mp --stream_cache "${CACHE:-Log/stream_cache}" "$@"
+      "${STREAM[@]}" "$@"
   bash scripts/default/evaluate_run.sh "$run"
 done
 rows=()
