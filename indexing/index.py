@@ -32,13 +32,15 @@ from utils.lattice import dq_d2theta, metric_from_params
 
 MIN_LINES = 6
 SYMMETRY_BONUS = 1.4  # Occam factor per level of metric symmetry (see _prefer_symmetry)
-M_STOP = 20.0       # a cell indexing every line with M20 ≥ this ends the search (lower systems
+M_STOP = 20.0       # a cell indexing all lines but one with M20 ≥ this ends the search (lower systems
                     # would only refit the same lattice with more freedom); checked only after
 N_POSS_STOP = 2.5   # … and at most 2.5 calculated lines per observed one (a big supercell indexes
                     # everything with many more: it must not end the search)
 LOW_SYSTEMS = ("monoclinic", "triclinic")
 ZERO_OFFSETS = (0.0, 0.06, -0.06, 0.12, -0.12)   # deg; see index_peaks
-STOP_AFTER = ("tetragonal", "orthorhombic", "monoclinic")   # the cheap uniaxial searches
+# systems after which a convincing cell ends the search (cubic, hexagonal and tetragonal are cheap:
+# all three always run)
+STOP_AFTER = ("tetragonal", "orthorhombic", "monoclinic")
 SYMMETRY_RANK = {"triclinic": 0, "monoclinic": 1, "orthorhombic": 2, "tetragonal": 3,
                  "trigonal": 4, "hexagonal": 4, "cubic": 5}
 
@@ -125,8 +127,8 @@ def index_peaks(peaks: PeakList, n_lines: int = 20, tol_deg: float = 0.03,
         keep: candidates kept per system for refinement.
         fit_zero: refine a zero shift with the cell.
         exhaustive: search every system even after a convincing solution (slower; by default
-            the search, from cubic down to triclinic, stops after the first system that gives a
-            cell indexing every line with M₂₀ ≥ ``M_STOP``).
+            the search, from cubic down to triclinic, stops once a cell is convincing: all lines
+            but one indexed, M₂₀ ≥ ``M_STOP``, ≤ ``N_POSS_STOP`` calculated lines per line).
         zero_offsets: zero errors [deg] tried in turn by the searches down to orthorhombic, until
             one gives a convincing cell: the search tolerance absorbs ±0.03°, a lab instrument is
             off by up to ~0.15° (zero error and specimen displacement), so the search runs again
