@@ -38,6 +38,7 @@ from indexing.index import index_peaks
 from indexing.parallel import N_EXT_TOP, IndexRow, index_many
 from indexing.peaks import from_sticks
 from utils.errors import DataError, fail
+from utils.hashing import file_sha256
 
 # Bump whenever indexing's results change for a reason code_digest() cannot see (numpy, scipy or
 # spglib behaviour): every cached table is then recomputed.
@@ -124,15 +125,6 @@ class IndexTable:
         if t.evidence.shape != (n, EVIDENCE_DIM) or any(len(v) != n for v in t.arrays().values()):
             raise ValueError("columns of different lengths or a wrong evidence width")
         return t
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of the file's bytes (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _code_text(path: Path) -> bytes:

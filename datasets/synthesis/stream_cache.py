@@ -32,6 +32,7 @@ import numpy as np
 from loguru import logger
 
 from datasets.peaks import PeakTable
+from utils.hashing import file_sha256
 
 STREAM_CACHE_VERSION = 1
 KEY_LIBRARIES = ("numpy", "pyxtal", "spglib")  # their versions may change the generated crystals
@@ -42,14 +43,6 @@ def _version(lib: str) -> str | None:
         return metadata.version(lib)
     except metadata.PackageNotFoundError:
         return None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def key_inputs(table_path: str, seed: int, n_structures: int, profile: str, opts: dict, max_atoms: int,
