@@ -3,11 +3,16 @@
     python predict.py --ckpt Log/sg/RUN/best.pt pattern.xy more.xye folder/ [--csv out.csv]
     python -m predict --ckpt ...   # the same
 
-Each pattern file (2θ, intensity; .xy/.xye/.csv/.txt/.dat, rules in docs/DATA.md) is interpolated
-onto the model's 2θ grid (stored in the checkpoint); the output lists, per file, the crystal system
+Each pattern file (PANalytical .xrdml, Rigaku .ras, or two-column .xy/.xye/.csv/.txt/.dat text;
+rules in docs/DATA.md) is read with its wavelength (from the file; ``--wavelength`` overrides it, a
+mismatch is reported, and a file without one needs the flag) and resampled by d-spacing onto the
+model's 2θ grid (stored in the checkpoint; a scan that misses part of the model's d-range is
+predicted with a warning naming that part); the output lists, per file, the crystal system
 with its probability and the top-k space groups (number and Hermann–Mauguin symbol) with
 probabilities, and the cell indexed from the pattern's own peaks (``indexed: cF a=… M20=…; extinction
-group …``, or ``indexed: no cell (reason)``; ``index_method``, off with ``--no_index``). With a
+group …``, or ``indexed: no cell (reason)``; ``index_method``, off with ``--no_index``), followed,
+when strong peaks stay unexplained by that cell, by ``n peaks (largest at 2θ …) are not explained: a
+second phase?`` (``indexing.phases``). With a
 ``--method index`` checkpoint the prediction itself is the index's.
 
 Files named on the command line must be readable: the first one that is not stops the run with its
@@ -31,14 +36,14 @@ from loguru import logger
 import builders
 import index_method
 from config.args import HelpFormatter
-from datasets.readers.xy_patterns import PATTERN_SUFFIXES, pattern_on_grid
 from utils.checkpoint import atomic_writer, load_checkpoint
 from utils.cli import Bounded, Parser, device_spec, writable_file
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
 from utils.errors import DataError, XRDError, exit_message
 from utils.grid import GridSpec
 from utils.logging import setup_logging
-from utils.xy_files import collect_pattern_files as collect  # the rules python -m indexing shares
+from utils.pattern_io import PATTERN_SUFFIXES, MeasuredPattern, pattern_to_grid, read_pattern
+from utils.pattern_io import collect_pattern_files as collect  # the rules python -m indexing shares
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -49,7 +54,9 @@ def get_parser() -> argparse.ArgumentParser:
                                             f"({', '.join(PATTERN_SUFFIXES)}) are all predicted")
     p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (a run's best.pt)")
     p.add_argument("--wavelength", type=Bounded(float, 0, 10, lo_open=True), default=None,
-                   help="wavelength of the measured patterns in Å (unset: the model's, Cu Kα1)")
+                   help="Kα1 (or monochromatic) wavelength of the patterns in Å; overrides the files' "
+                        "(a mismatch is reported). Unset: each file's own (XRDML, RAS, a '# wavelength:' "
+                        "comment in text files); a file without one is an error")
     p.add_argument("--topk", type=Bounded(int, 1, 230), default=5, help="space groups listed per file")
     p.add_argument("--csv", default=None, type=writable_file,
                    help="also write the predictions to this CSV file (unset: printed only)")
@@ -79,7 +86,7 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
     for item in files:
         f, named = item if isinstance(item, tuple) else (item, True)
         try:
-            pattern = pattern_on_grid(f, grid, wavelength=wavelength)
+            pattern, measured = read_on_grid(f, grid, wavelength)
         except DataError as exc:
             if named:
                 raise
@@ -95,13 +102,44 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
             p_cs = np.bincount(SG_TO_CS, weights=p_sg, minlength=len(CRYSTAL_SYSTEMS))
         cs = int(p_cs.argmax())
         top = np.argsort(-p_sg)[:topk]
-        rows.append({"file": str(f), "crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
+        rows.append({"file": str(f), "read_as": f"{measured.format}, {measured.wavelength.describe()}",
+                     "crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
                      "top": [(int(i) + 1, sg_symbol(int(i) + 1), float(p_sg[i])) for i in top]})
         if index:  # an index model has just indexed it; else index the pattern on the model's grid
             own = getattr(model, "last_rows", None) or index_method.index_files_rows([pattern], grid,
                                                                                      [str(f)])
             rows[-1]["indexed"] = own[0]
+            rows[-1]["second_phase"] = second_phase_line(pattern, grid, own[0], measured)
     return rows, failures
+
+
+# ------------------------------------------------- files, wavelengths, a second phase (issue 25)
+def read_on_grid(path: Path, grid: GridSpec, wavelength: float | None) -> tuple[np.ndarray, MeasuredPattern]:
+    """One pattern file (any format of ``utils.pattern_io``) with its wavelength, resampled by
+    d-spacing onto the model's grid: ``(x (L,) float32 max 1, the file as read)``.
+
+    Raises:
+        DataError: unreadable/unsupported file, not a powder scan, unknown wavelength, no overlap.
+    """
+    measured = read_pattern(path, wavelength)
+    x, _ = pattern_to_grid(measured, grid)
+    return x, measured
+
+
+def second_phase_line(pattern: np.ndarray, grid: GridSpec, row, measured: MeasuredPattern) -> str:
+    """``n peaks (largest at 2θ …) are not explained: a second phase?`` for the indexed cell of
+    ``row`` (an ``IndexRow``), with 2θ at the file's wavelength; '' when nothing is flagged."""
+    from indexing.peaks import IndexingInputError
+    from indexing.phases import second_phase
+    from indexing.picking import pick_peaks
+
+    if not row.solved:
+        return ""
+    try:  # the same lines the indexer saw (index_method.index_files_rows: min_snr 5 on the grid)
+        peaks = pick_peaks(grid.two_theta(), pattern, grid.wavelength, min_snr=5.0, source=str(measured.path))
+    except IndexingInputError:
+        return ""
+    return second_phase(peaks, row.cell, row.bravais, row.zero).message(measured.wavelength.ka1)
 
 
 def write_csv(fh: IO[str], rows: list[dict], topk: int) -> None:
@@ -110,11 +148,12 @@ def write_csv(fh: IO[str], rows: list[dict], topk: int) -> None:
     indexed = bool(rows) and "indexed" in rows[0]
     w.writerow(["file", "crystal_system", "p_cs"] + [f"{k}{i}" for i in range(1, topk + 1)
                                                      for k in ("sg", "symbol", "p")]
-               + (list(index_method.csv_fields(None)) if indexed else []))
+               + (list(index_method.csv_fields(None)) + ["second_phase"] if indexed else []))
     for r in rows:
         w.writerow([r["file"], r["crystal_system"], f"{r['p_cs']:.4f}"]
                    + [v for t in r["top"] for v in (t[0], t[1], f"{t[2]:.4f}")]
-                   + (list(index_method.csv_fields(r["indexed"]).values()) if indexed else []))
+                   + (list(index_method.csv_fields(r["indexed"]).values()) + [r.get("second_phase", "")]
+                      if indexed else []))
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -128,11 +167,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     for r in rows:
-        print(f"{r['file']}\n  crystal system: {r['crystal_system']} (p = {r['p_cs']:.3f})")
+        print(f"{r['file']}\n  read as: {r['read_as']}\n  crystal system: {r['crystal_system']} "
+              f"(p = {r['p_cs']:.3f})")
         for rank, (num, sym, p) in enumerate(r["top"], 1):
             print(f"  {rank}. {sym:<12} (No. {num:>3})  p = {p:.3f}")
         if "indexed" in r:
             print(f"  indexed: {index_method.describe(r['indexed'])}")
+        if r.get("second_phase"):
+            print(f"  {r['second_phase']}")
     if args.csv:
         try:
             with atomic_writer(args.csv, "w", newline="") as fh:

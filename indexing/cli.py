@@ -1,14 +1,18 @@
 """``python -m indexing``: index powder patterns as a crystallographer would, from the command line.
 
-    python -m indexing pattern.xy more.xye folder/ [--wavelength 1.5406] [--csv out.csv] [--top 3]
-    python -m indexing sticks.csv --sticks           # a 2θ/intensity stick list, not a pattern
+    python -m indexing scan.xrdml scan.ras pattern.xy folder/ [--wavelength 1.5406] [--csv out.csv]
+    python -m indexing sticks.csv --sticks --wavelength 1.5406   # a 2θ/intensity stick list
 
 Per file it prints the best cells (a, b, c, α, β, γ, volume, Bravais lattice, M₂₀, F_N, zero
 shift), the most likely extinction groups with their space groups (Hermann–Mauguin symbols), and
-the crystal system. Files are read by the rules of ``predict.py`` (``utils.xy_files``): files named
-on the command line must all be readable (the first bad one stops the run, exit status 2, before
-any indexing); in a folder, a file that cannot be read or indexed is reported and skipped, a
-summary line ends the output, and the exit status is 1 when any failed.
+the crystal system, and, when strong peaks stay unexplained by the best cell, a "second phase?" line
+(``indexing.phases``: the unexplained lines are indexed on their own when there are enough). Files
+are read by the rules of ``predict.py`` (``utils.pattern_io``: XRDML, RAS, two-column text; the
+wavelength from the file, ``--wavelength`` overriding it with a warning on a mismatch, and an error
+when neither gives one): files named on the command line must all be readable (the first bad one
+stops the run, exit status 2, before any indexing); in a folder, a file that cannot be read or
+indexed is reported and skipped, a summary line ends the output, and the exit status is 1 when any
+failed.
 
 Peaks: from a pattern, ``indexing.picking.pick_peaks`` (background, search, profile fits, Kα2);
 with ``--sticks``, ``indexing.peaks.from_sticks`` (sticks merged at 0.02°). No torch is imported.
@@ -29,13 +33,13 @@ from indexing.api import analyse
 from indexing.index import MIN_LINES
 from indexing.parallel import ENGINES, cell_volume, parallel_map
 from indexing.peaks import IndexingInputError, PeakList, from_sticks
+from indexing.phases import second_phase
 from indexing.picking import pick_peaks
 from utils.cli import Bounded, Parser, writable_file
 from utils.errors import DataError, exit_message
 from utils.logging import setup_logging
-from utils.xy_files import PATTERN_SUFFIXES, collect_pattern_files, read_xy
+from utils.pattern_io import PATTERN_SUFFIXES, collect_pattern_files, read_pattern
 
-CU_KA1 = 1.5406
 CSV_CELL = ("a", "b", "c", "alpha", "beta", "gamma")
 
 
@@ -45,7 +49,9 @@ def get_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", help="pattern files (2θ, intensity), or folders whose pattern "
                                             f"files ({', '.join(PATTERN_SUFFIXES)}) are all indexed")
     p.add_argument("--wavelength", type=Bounded(float, 0, 10, lo_open=True), default=None,
-                   help=f"Kα1 (or monochromatic) wavelength in Å (unset: Cu Kα1, {CU_KA1})")
+                   help="Kα1 (or monochromatic) wavelength in Å; overrides the file's (a mismatch is "
+                        "reported). Unset: the file's (XRDML, RAS, a '# wavelength:' comment); a file "
+                        "without one is an error")
     p.add_argument("--sticks", action="store_true",
                    help="the files are stick lists (2θ, intensity of each reflection), not patterns")
     p.add_argument("--top", type=Bounded(int, 1, 50), default=3,
@@ -58,18 +64,25 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
-def read_peaks(path: Path, wavelength: float, sticks: bool) -> PeakList:
+def read_peaks(path: Path, wavelength: float | None, sticks: bool) -> PeakList:
     """The peak list of one file (a pattern, or with ``sticks`` a stick list).
 
+    Args:
+        wavelength: ``--wavelength`` [Å] (None: the file's).
+
     Raises:
-        DataError: unreadable file (``path:line``, the fix).
+        DataError: unreadable or unsupported file, not a powder scan, unknown wavelength (the file
+            and the fix).
         IndexingInputError: a pattern the picker refuses, or fewer than ``MIN_LINES`` peaks.
     """
-    tt, y = read_xy(path)
+    pat = read_pattern(path, wavelength)
+    tt, y, wl = pat.two_theta, pat.intensity, pat.wavelength
     if sticks:
-        peaks = from_sticks(tt, y, wavelength, source=str(path))
-    else:
-        peaks = pick_peaks(tt, y, wavelength, source=str(path))
+        peaks = from_sticks(tt, y, wl.ka1, source=str(path))
+    else:  # the file's Kα2 line (any anode); a stated ratio 0 means Kα1 only, else estimated
+        peaks = pick_peaks(tt, y, wl.ka1, wavelength_ka2=wl.ka2, source=str(path),
+                           ka2_ratio=0.0 if wl.ratio == 0 else "auto")
+    peaks.info["wavelength_note"] = f"{pat.format}, {wl.describe()}"
     if len(peaks) < MIN_LINES:
         fix = ("list at least that many reflections" if sticks else
                "measure a wider 2θ range or longer (weak peaks are below the noise), or pass a "
@@ -91,16 +104,28 @@ def report(peaks: PeakList, top: int = 3) -> dict:
                              "m20": float(c.m20), "f_n": (float(c.f_n[0]), float(c.f_n[1]), int(c.f_n[2])),
                              "n_lines": int(c.n_lines), "n_indexed": int(c.n_indexed),
                              "zero": float(c.fit.zero)})
+    out["second_phase"] = _second_phase(peaks, ev)
     if ev.extinction is not None:
         post = ev.extinction.posterior
         out["ext"] = [(g, float(post[g - 1]), tuple(sym)) for g, _, sym in ev.extinction.ranked(top)]
     return out
 
 
+def _second_phase(peaks: PeakList, ev) -> dict:
+    """The second-phase check of the best cell (``indexing.phases``) as plain data."""
+    best = ev.index.best
+    if best is None:
+        return {"n": 0, "two_theta": [], "message": ""}
+    sp = second_phase(peaks, best.lattice.conventional, best.lattice.bravais, best.fit.zero)
+    return {"n": len(sp.strong) if sp.flagged else 0, "two_theta": [float(t) for t in sp.two_theta[:3]],
+            "message": sp.message()}
+
+
 def _print(path: Path, r: dict) -> None:
     ka2, how = r["ka2"]
     extra = f"; Kα2/Kα1 {ka2:.2f} ({how})" if ka2 is not None else ""
-    print(f"{path}  ({r['n_peaks']} peaks{extra})")
+    note = f"; {r['wavelength']}" if r.get("wavelength") else ""
+    print(f"{path}  ({r['n_peaks']} peaks{extra}{note})")
     if not r["solved"]:
         print(f"  no cell found ({r['message'] or 'no candidate indexed the lines'}): crystal system unknown")
         return
@@ -117,6 +142,8 @@ def _print(path: Path, r: dict) -> None:
     print("  extinction groups, most likely first (space groups):")
     for i, (g, p, sym) in enumerate(r["ext"], 1):
         print(f"  {i:>2}. group {g:>2}  p = {p:.3f}  {' '.join(sym)}")
+    if r.get("second_phase", {}).get("message"):
+        print(f"  {r['second_phase']['message']}")
 
 
 def _csv_row(path: Path, r: dict) -> list:
@@ -128,7 +155,9 @@ def _csv_row(path: Path, r: dict) -> list:
     else:
         row += [""] * 11
     ext = r["ext"][:3] + [(None, None, ())] * (3 - len(r["ext"][:3]))
-    return row + [g if g is not None else "" for g, _, _ in ext] + [" ".join(sym) for _, _, sym in ext]
+    sp = r.get("second_phase", {"n": 0, "two_theta": []})
+    return (row + [g if g is not None else "" for g, _, _ in ext] + [" ".join(sym) for _, _, sym in ext]
+            + [sp["n"], " ".join(f"{t:.3f}" for t in sp["two_theta"]) if sp["n"] else ""])
 
 
 def write_csv(path: str, results: list[tuple[Path, dict]]) -> None:
@@ -138,7 +167,8 @@ def write_csv(path: str, results: list[tuple[Path, dict]]) -> None:
         with open(tmp, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(["file", "n_peaks", "solved", "crystal_system", "bravais", *CSV_CELL, "volume", "M20",
-                        "F_N", "zero", "ext1", "ext2", "ext3", "sgs1", "sgs2", "sgs3"])
+                        "F_N", "zero", "ext1", "ext2", "ext3", "sgs1", "sgs2", "sgs3",
+                        "unexplained_peaks", "unexplained_two_theta"])
             for f, r in results:
                 w.writerow(_csv_row(f, r))
         os.replace(tmp, path)
@@ -148,22 +178,21 @@ def write_csv(path: str, results: list[tuple[Path, dict]]) -> None:
 
 def run(args: argparse.Namespace) -> tuple[list[tuple[Path, dict]], list[tuple[str, str]]]:
     """Read every file, index them; returns ``(results, failures)`` (see the module docstring)."""
-    wavelength = CU_KA1 if args.wavelength is None else args.wavelength
     files = collect_pattern_files(args.paths)
     peaks: list[tuple[Path, PeakList]] = []
     failures: list[tuple[str, str]] = []
     for f, named in files:
         try:
-            peaks.append((f, read_peaks(f, wavelength, args.sticks)))
+            peaks.append((f, read_peaks(f, args.wavelength, args.sticks)))
         except (DataError, IndexingInputError) as exc:
             if named:
                 raise
             logger.error(f"skipped: {exc}")
             failures.append((str(f), str(exc)))
-    if args.wavelength is None:  # after reading, so that a bad file's error stays the only line
-        print(f"note: no --wavelength given; using Cu Kα1, {CU_KA1} Å", file=sys.stderr)
     reports = parallel_map(partial(report, top=args.top), [p for _, p in peaks], args.workers, args.engine,
                            chunk_size=1, desc="indexing", progress=len(peaks) > 1)
+    for (_, p), r in zip(peaks, reports):
+        r["wavelength"] = p.info.get("wavelength_note", "")
     return [(f, r) for (f, _), r in zip(peaks, reports)], failures
 
 

@@ -54,7 +54,7 @@ def test_convert_xy_refuses_to_overwrite_a_split_without_overwrite(tmp_path, cap
     argv = ["--src", str(src), "--labels", str(lab), "--out", str(out), "--dataset", "m", "--n_points", "850"]
     assert xy_main(argv) == 0
     before = split_path(out, "m", "test").read_bytes()
-    (src / "a.xy").write_text("5 1\n6 2\n7 100\n8 3\n")  # the folder changed since
+    (src / "a.xy").write_text("# wavelength: 1.5406\n5 1\n6 2\n7 100\n8 3\n")  # the folder changed since
     capsys.readouterr()
     assert xy_main(argv) == 2
     err = capsys.readouterr().err

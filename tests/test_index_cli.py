@@ -49,9 +49,10 @@ def render_fcc(a: float = A_NACL, wavelength: float = 1.5406, tt_range=(10.0, 10
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("index_cli")
     x, y, sticks, inten = render_fcc()
-    np.savetxt(d / "nacl.xy", np.c_[x, y], fmt="%.4f")
-    np.savetxt(d / "nacl_sticks.csv", np.c_[sticks, inten], delimiter=",", header="two_theta,intensity",
-               comments="")
+    # the wavelength in a comment: a file without one needs --wavelength (issue 25: no silent Cu Kα)
+    np.savetxt(d / "nacl.xy", np.c_[x, y], fmt="%.4f", header="wavelength: 1.5406")
+    np.savetxt(d / "nacl_sticks.csv", np.c_[sticks, inten], delimiter=",",
+               header="# wavelength: 1.5406\ntwo_theta,intensity", comments="")
     return d
 
 
@@ -81,7 +82,7 @@ def test_pattern_file_gives_the_cubic_cell_and_extinction_group(files, capsys, t
     out_csv = tmp_path / "cells.csv"
     code, out, err = _run([files / "nacl.xy", "--csv", out_csv], capsys)
     assert code == 0, err
-    assert "using Cu Kα1, 1.5406 Å" in err  # the default wavelength is said, not silent
+    assert "λ = 1.5406 Å (from file)" in out  # the wavelength used is said, never assumed
     assert "  crystal system: " in out  # cubic: asserted on the exact sticks below (picked peaks
     row = _cell_row(out)                # may hold a spurious line that a lower system also fits)
     assert row[1] == "cF" and abs(float(row[2]) - A_NACL) < 0.005
@@ -117,7 +118,8 @@ def test_named_bad_files_stop_with_file_line_and_fix(files, capsys, tmp_path):
              (few, ["--sticks"], "few.xy: only 4 peaks found; indexing needs at least")]
     for path, extra, expect in cases:
         # the good file comes first: nothing is indexed or printed before the bad one stops the run
-        code, out, err = _run([files / "nacl_sticks.csv", path, "--sticks", *extra], capsys)
+        code, out, err = _run([files / "nacl_sticks.csv", path, "--sticks", "--wavelength", "1.5406", *extra],
+                              capsys)
         line = _error_line(err)
         assert code == 2 and expect in line and "Fix:" in line, (path, line)
         assert "crystal system" not in out

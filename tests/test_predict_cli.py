@@ -123,7 +123,7 @@ def _pattern(path: Path, seed: int) -> None:
     rng = np.random.default_rng(seed)
     tt = np.linspace(TINY_GRID["two_theta_min"], TINY_GRID["two_theta_max"], 500)
     y = np.exp(-((tt[:, None] - rng.uniform(10, 80, 5)) / 0.3) ** 2).sum(1) * 1000 + 10
-    np.savetxt(path, np.c_[tt, y], header="2theta intensity")
+    np.savetxt(path, np.c_[tt, y], header="wavelength: 1.5406\n2theta intensity")  # no silent Cu Kα
 
 
 def _predict(*argv: str) -> subprocess.CompletedProcess:
@@ -160,7 +160,7 @@ def test_named_files_still_fail_fast_and_a_bad_ckpt_is_one_plain_line(ckpt, tmp_
     assert f"error: {bad}:1: non-numeric row 'Lorem ipsum'" in res.stderr and "Traceback" not in res.stderr
 
     three = tmp_path / "three.xy"
-    np.savetxt(three, np.c_[np.loadtxt(good), np.ones(500)])
+    np.savetxt(three, np.c_[np.loadtxt(good), np.ones(500)], header="wavelength: 1.5406")
     res = _predict("--ckpt", str(ckpt), str(three))
     assert res.returncode == 0 and "1 predicted, 0 failed" in res.stdout
     assert res.stderr.count("WARNING") == 1 and f"{three}: 3 columns" in res.stderr

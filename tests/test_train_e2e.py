@@ -120,7 +120,7 @@ def test_predict_prints_cs_and_top5_for_xy_files(tiny_data, tmp_path, capsys):
     folder = tmp_path / "measured"
     folder.mkdir()
     for j, x in enumerate(batch["x"][:, 0].numpy()):
-        np.savetxt(folder / f"p{j}.xy", np.c_[tt, 1000 * x], header="2theta intensity")
+        np.savetxt(folder / f"p{j}.xy", np.c_[tt, 1000 * x], header="wavelength: 1.5406\n2theta intensity")
     predict = _load("predict")
     rows = predict.main(["--ckpt", str(Path(res["run_dir"]) / "best.pt"), str(folder),
                          "--csv", str(tmp_path / "pred.csv")])

@@ -129,7 +129,8 @@ def _folder(tmp_path, names=("a.xy", "b.xye", "c.csv"), sgs=(225, 14, 62)):
         t = np.linspace(5, 60, 200)
         y = np.exp(-0.5 * ((t - 20 - 5 * k) / 0.3) ** 2) * 1000
         sep = "," if n.endswith(".csv") else " "
-        (src / n).write_text("\n".join(f"{a:.4f}{sep}{b:.4f}" for a, b in zip(t, y)) + "\n")
+        (src / n).write_text("# wavelength: 1.5406\n"
+                             + "\n".join(f"{a:.4f}{sep}{b:.4f}" for a, b in zip(t, y)) + "\n")
     lab = tmp_path / "labels.csv"
     lab.write_text("file,sg\n" + "".join(f"{n},{s}\n" for n, s in zip(names, sgs)))
     return src, lab

@@ -1,4 +1,5 @@
-"""Convert a folder of ``.xy`` / ``.xye`` / ``.csv`` patterns into the safe NPY layout.
+"""Convert a folder of pattern files (``.xrdml``, ``.ras``, ``.xy`` / ``.xye`` / ``.csv`` ...) into the
+safe NPY layout (then ``python test.py --ckpt ... --use_processed_npy`` evaluates a model on them).
 
 Usage::
 
@@ -9,8 +10,9 @@ Usage::
 ``labels.csv`` has rows ``file,sg`` (file name relative to FOLDER, space group 1..230; an optional
 header line ``file,sg``; ``#`` comments). Every pattern file in FOLDER must be labelled and every
 labelled file must exist, otherwise nothing is written and the error lists the offenders. Each
-pattern is read and interpolated onto the grid by :func:`datasets.readers.xy_patterns.pattern_on_grid`
-(max 1), and
+pattern is read with its wavelength by :func:`utils.pattern_io.read_pattern` (``--wavelength``
+overrides the files'; a file without one needs it) and resampled by d-spacing onto the grid
+(:func:`datasets.readers.xy_patterns.interpolate_to_grid`, max 1), and
 the split is written as ``DIR/NAME_sg_{train,test}/{split}_NAME_sg.npy`` with ``DIR/dataset.json``
 (an existing dataset.json must have the same grid; the split is added to its provenance). Run it
 once per split.
@@ -28,10 +30,11 @@ import numpy as np
 from tqdm import tqdm
 
 from datasets.readers.npy_format import SPLITS, read_dataset_json, split_path, write_dataset_json, write_npy
-from datasets.readers.xy_patterns import PATTERN_SUFFIXES, interpolate_to_grid, read_xy
+from datasets.readers.xy_patterns import interpolate_to_grid
 from utils.crystal import N_SG
 from utils.errors import DataError, GridMismatchError, exit_message, fail
 from utils.grid import GridSpec
+from utils.pattern_io import PATTERN_SUFFIXES, read_pattern
 
 _LABEL_FIX = "labels.csv rows are 'file,sg' with sg in 1..230 (optional header 'file,sg')"
 
@@ -129,14 +132,18 @@ def convert_xy(src: str | Path, labels_path: str | Path, out: str | Path, name: 
                                     "--grid_wavelength as for the other splits)") from None
     x = np.zeros((len(pairs), grid.n_points), dtype=np.float32)
     coverage = np.zeros(len(pairs))
+    wavelengths: set[float] = set()
     for i, (path, _) in enumerate(tqdm(pairs, desc=f"{split} patterns", unit="file")):
-        t, y = read_xy(path)
-        x[i], coverage[i] = interpolate_to_grid(t, y, grid, wavelength, source=path)
+        pat = read_pattern(path, wavelength)  # any supported format; its wavelength or --wavelength
+        wavelengths.add(round(pat.wavelength.ka1, 6))
+        x[i], coverage[i] = interpolate_to_grid(pat.two_theta, pat.intensity, grid, pat.wavelength.ka1,
+                                                source=path)
     sg = np.array([s for _, s in pairs], dtype=np.int64)
     dest = write_npy(split_path(out, name, split), x, sg)
     low = [p.name for (p, _), c in zip(pairs, coverage) if c < 0.5]
     entry = {"tool": "datasets.readers.convert_xy", "source": str(src), "labels": str(labels_path),
-             "n": len(pairs), "wavelength": wavelength or grid.wavelength,
+             "n": len(pairs),
+             "wavelength": sorted(wavelengths)[0] if len(wavelengths) == 1 else sorted(wavelengths),
              "coverage_min": float(coverage.min()), "coverage_mean": float(coverage.mean()),
              "low_coverage_files": low[:50], "n_low_coverage": len(low),
              "processing": "linear interpolation onto the grid, 0 outside the measured range, "
@@ -152,14 +159,15 @@ def convert_xy(src: str | Path, labels_path: str | Path, out: str | Path, name: 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    p.add_argument("--src", required=True, help="folder of .xy/.xye/.csv pattern files")
+    p.add_argument("--src", required=True, help=f"folder of pattern files ({', '.join(PATTERN_SUFFIXES)})")
     p.add_argument("--labels", required=True, help="CSV of 'file,sg' rows")
     p.add_argument("--out", required=True, help="processed-data folder to write")
     p.add_argument("--dataset", required=True, help="dataset name used in the file names")
     p.add_argument("--split", default="test", choices=SPLITS, help="which split these files are")
     p.add_argument("--overwrite", action="store_true", help="replace the split's file if it exists")
-    p.add_argument("--wavelength", type=float, default=None, help="wavelength of the files [Å] "
-                   "(default: the grid's)")
+    p.add_argument("--wavelength", type=float, default=None, help="wavelength of the files [Å]; "
+                   "overrides each file's (a mismatch is reported). Default: each file's own (XRDML, RAS, "
+                   "a '# wavelength:' comment); a file without one is an error")
     d = GridSpec()
     p.add_argument("--two_theta_min", type=float, default=d.two_theta_min)
     p.add_argument("--two_theta_max", type=float, default=d.two_theta_max)
