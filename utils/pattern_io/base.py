@@ -151,8 +151,8 @@ def resolve_wavelength(pattern: MeasuredPattern, given: float | None) -> Measure
     own = pattern.wavelength
     if given is None:
         if own is None:
-            raise fail(DataError, pattern.path, f"the wavelength is unknown (a {pattern.format} file without "
-                       "wavelength metadata; no Cu Kα is assumed)", _NO_WAVELENGTH_FIX)
+            raise fail(DataError, pattern.path, f"the wavelength is unknown (the {pattern.format} file "
+                       "states none, and no Cu Kα is assumed)", _NO_WAVELENGTH_FIX)
         return pattern
     if not (math.isfinite(given) and given > 0):
         raise fail(DataError, pattern.path, f"--wavelength {given} is not a positive number",

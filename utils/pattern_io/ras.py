@@ -100,8 +100,8 @@ def read_ras(path: Path) -> MeasuredPattern:
             warnings.simplefilter("ignore")
             scans = xu.RASFile(str(path)).scans
     except (OSError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise fail(DataError, path, f"xrayutilities could not read it as RAS ({type(exc).__name__}: {exc})",
-                   _EXPORT) from None
+        raise fail(DataError, path, f"xrayutilities could not read it as RAS ({type(exc).__name__}: "
+                   f"{' '.join(str(exc).split())})", _EXPORT) from None
     if len(scans) != 1:
         what = "no scan" if not scans else f"{len(scans)} scans (a map or repeated scans)"
         raise fail(DataError, path, f"{what}, not one powder scan", _EXPORT)
@@ -112,8 +112,13 @@ def read_ras(path: Path) -> MeasuredPattern:
         what = "a rocking curve (Omega scan)" if _axis_key(axis) == "omega" else f"a scan of {axis or '?'}"
         raise fail(DataError, path, f"{what}, not a 2θ/θ powder scan (*MEAS_SCAN_AXIS_X)", _EXPORT)
     data = scan.data
-    angle, counts = np.asarray(data[data.dtype.names[0]], float), np.asarray(data["int"], float)
-    att = np.asarray(data["att"], float)
+    names = data.dtype.names
+    angle, counts = np.asarray(data[names[0]], float), np.asarray(data[names[1]], float)
+    att = np.asarray(data[names[2]], float) if len(names) > 2 else np.ones_like(counts)  # no column: 1
+    expected = _number(path, head, "MEAS_DATA_COUNT")
+    if expected is not None and int(expected) != len(angle):
+        raise fail(DataError, path, f"{len(angle)} data points where *MEAS_DATA_COUNT says {int(expected)} "
+                   "(a truncated file)", "copy or export the file again")
     intensity = counts * np.where(np.isfinite(att) & (att > 0), att, 1.0)
     seconds = _seconds_per_point(path, head)
     if head.get("MEAS_SCAN_UNIT_Y", "").lower() == "cps":

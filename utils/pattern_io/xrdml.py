@@ -106,7 +106,8 @@ def read_xrdml(path: Path) -> MeasuredPattern:
             count_time = float(np.ravel(scan["countTime"])[0])
     except (AttributeError, KeyError, ValueError, TypeError, IndexError) as exc:
         raise fail(DataError, path, f"xrayutilities could not read the scan data ({type(exc).__name__}: "
-                   f"{exc}; per-point countingTimes and scans without 2Theta positions are not read)",
+                   f"{' '.join(str(exc).split())}; per-point countingTimes and scans without 2Theta "
+                   "positions are not read)",
                    _EXPORT) from None
     if intensity.ndim != 1:
         raise fail(DataError, path, f"a {intensity.shape} detector frame per point (a 2-D/1-D detector "
