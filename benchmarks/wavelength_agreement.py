@@ -92,11 +92,27 @@ def same_cell(a: dict, b: dict) -> bool:
                 and abs(a["cells"][0]["volume"] / b["cells"][0]["volume"] - 1) < 0.005)
 
 
+def tiny_checkpoint(folder: Path) -> Path:
+    """best.pt of the test suite's tiny run (7 classes, 1024-point grid, 1 epoch; seconds on a CPU)."""
+    ckpt = folder / "run" / "best.pt"
+    if not ckpt.is_file():
+        import train
+        from tests.conftest import tiny_args, write_tiny_dataset
+
+        write_tiny_dataset(folder / "data")
+        train.main(tiny_args(folder / "data", folder / "Log", "--epochs", "1", "--method", "ce",
+                             "--run_dir", str(folder / "run")))
+    return ckpt
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=Path("data/xrd_mp_default"))
     p.add_argument("--n", type=int, default=30, help="crystals (every k-th of the test split)")
     p.add_argument("--ckpt", default=None, help="checkpoint whose predictions are compared (optional)")
+    p.add_argument("--train_tiny", type=Path, default=None,
+                   help="train the test suite's 1-epoch tiny model (tests/conftest.py) into this folder "
+                        "(unless its best.pt exists) and compare its predictions")
     p.add_argument("--no_index", action="store_true", help="skip the indexing comparison")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -104,6 +120,8 @@ def main(argv: list[str] | None = None) -> dict:
     from indexing.cli import read_peaks, report
 
     t0 = time.perf_counter()
+    if a.train_tiny is not None:
+        a.ckpt = str(tiny_checkpoint(a.train_tiny))
     raw = np.load(a.data / "peaks_test.npz")
     off, wl = raw["offsets"], float(raw["wavelength"])
     rows = np.linspace(0, len(raw["sg"]) - 1, a.n).astype(int)
