@@ -25,11 +25,13 @@ indexed pattern, for ``predict.py``).
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from loguru import logger
 from torch import nn
 
 from indexing.api import EVIDENCE_DIM
@@ -37,6 +39,7 @@ from indexing.cache import CACHE_DIR
 from indexing.parallel import ENGINES, IndexRow
 from indexing.patterns import index_patterns
 from loss import LOSSES
+from Trainer.fusion import log_prior
 from utils.cli import Bounded
 from utils.errors import ConfigError
 from utils.registry import Registry
@@ -83,12 +86,6 @@ class IndexMethod(nn.Module):
     @staticmethod
     def args_to_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         return {}
-
-
-def log_prior(counts: np.ndarray, alpha: float) -> np.ndarray:
-    """log of the smoothed training frequencies ``(counts + alpha) / sum``."""
-    c = np.asarray(counts, np.float64) + alpha
-    return np.log(c / c.sum())
 
 
 @COMPOSED_MODELS.register("index")
@@ -163,6 +160,59 @@ class IndexModel(nn.Module):
         return {k: v.to(x.device) for k, v in out.items()}
 
 
+EVIDENCE = Registry("evidence source")
+
+
+class PatternEvidenceSource:
+    """``source(x, name) -> (N, 110)``: the indexing evidence vectors of patterns (N, L) on a 2θ
+    grid (peaks picked and indexed with the default settings; cached per pattern content under
+    ``cache_dir``, misses indexed by ``workers`` processes). Injected into the Trainer and
+    ``test.py`` for ``--evidence index`` (``Trainer.evidence``)."""
+
+    def __init__(self, grid: Any, workers: int = 2, engine: str = "local",
+                 cache_dir: str | Path | None = None, options: dict | None = None) -> None:
+        self.two_theta, self.wavelength = grid.two_theta(), float(grid.wavelength)
+        self.workers, self.engine = int(workers), engine
+        self.cache_dir = Path(cache_dir) if cache_dir else PATTERN_CACHE
+        self.options = dict(options or {"n_lines": 20, "min_snr": 5.0})
+        self.rows: dict[str, list[IndexRow]] = {}
+
+    def __call__(self, x: np.ndarray, name: str = "patterns") -> np.ndarray:
+        x = np.asarray(x, np.float32).reshape(len(x), -1)
+        if x.shape[1] != len(self.two_theta):
+            raise ConfigError(f"--evidence index: patterns of {x.shape[1]} points, the grid has "
+                              f"{len(self.two_theta)}")
+        t0 = time.perf_counter()
+        names = [f"{name} pattern {i}" for i in range(len(x))]
+        rows, hits = index_patterns(x, self.two_theta, self.wavelength, self.options, self.workers,
+                                    self.engine, self.cache_dir, names)
+        solved = sum(r.solved for r in rows)
+        logger.info(f"indexing evidence for {name}: {len(rows)} patterns ({hits} from the cache "
+                    f"{self.cache_dir}), {solved} indexed, {time.perf_counter() - t0:.1f} s")
+        self.rows[name] = rows
+        return np.stack([r.vector for r in rows]) if rows else np.zeros((0, EVIDENCE_DIM), np.float32)
+
+
+@EVIDENCE.register("index")
+def index_evidence(grid: Any, workers: int = 2, output_dir: str = "Log") -> PatternEvidenceSource:
+    return PatternEvidenceSource(grid, workers, cache_dir=Path(output_dir) / "index_cache" / "patterns")
+
+
+@EVIDENCE.register("none")
+def no_evidence(grid: Any, workers: int = 2, output_dir: str = "Log") -> None:
+    return None
+
+
+def evidence_source(args: argparse.Namespace, grid: Any,
+                    n_classes: int = N_SG) -> PatternEvidenceSource | None:
+    """The ``--evidence`` source of a run (None for ``none``)."""
+    if args.evidence != "none" and (n_classes != N_SG or getattr(args, "method", "") == "index"):
+        raise ConfigError(f"--evidence {args.evidence}: needs a space-group model on XRD patterns "
+                          f"({n_classes} classes, method {getattr(args, 'method', '?')}). Fix: drop "
+                          "--evidence (--method index already is the index alone)")
+    return EVIDENCE.get(args.evidence)(grid, args.evidence_workers, args.output_dir)
+
+
 def _cell_text(row: IndexRow) -> str:
     a, b, c, al, be, ga = (float(v) for v in row.cell)
     kind = row.bravais[:1]
@@ -212,5 +262,6 @@ def index_files_rows(patterns: list[np.ndarray], grid: Any, sources: list[str],
     return rows
 
 
-__all__ = ["COMPOSED_MODELS", "EVIDENCE_DIM", "IndexMethod", "IndexRow", "IndexModel", "csv_fields",
+__all__ = ["COMPOSED_MODELS", "EVIDENCE", "EVIDENCE_DIM", "PatternEvidenceSource", "evidence_source",
+           "IndexMethod", "IndexRow", "IndexModel", "csv_fields",
            "describe", "index_files_rows", "log_prior"]

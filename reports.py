@@ -18,6 +18,7 @@ from metrics import (
     plot_gate_heatmap,
     plot_lr_schedule,
     plot_per_class_vs_count,
+    plot_per_class_vs_count_methods,
     plot_sg_confusion_by_cs,
     plot_training_curves,
     shot_groups,
@@ -75,6 +76,36 @@ def write_test_reports(out_dir: str | Path, pred: dict[str, np.ndarray], counts:
         plot_gate_heatmap(pred["gate"], SG_TO_CS[pred["y_sg"]], out / "gate_heatmap.png")
     if sg_confusion:
         plot_sg_confusion_by_cs(pred["y_sg"], y_pred, out / "sg_confusion.png")
+    return metrics
+
+
+VARIANT_DIRS = {"model": "model_only", "index": "index_only"}
+VARIANT_LABELS = {"fused": "fused (model × index)", "model": "model alone", "index": "index alone"}
+
+
+def write_variant_reports(out_dir: str | Path, preds: dict[str, dict[str, np.ndarray]], counts: np.ndarray,
+                          metrics: dict[str, float], sg_confusion: bool = False) -> dict[str, float]:
+    """:func:`write_test_reports` for a run's prediction (the fusion when ``--evidence index``, else
+    the model) in ``out_dir``, and with evidence the model alone and the index alone in
+    ``out_dir/model_only`` and ``out_dir/index_only`` (their metrics: the ``model_*``/``index_*``
+    keys, prefix dropped), plus ``per_class_vs_count_variants.png`` with the three side by side."""
+    out = Path(out_dir)
+    main = "fused" if "fused" in preds else "model"
+    write_test_reports(out, preds[main], counts, metrics, sg_confusion)
+    if main == "model":
+        return metrics
+    accs = {}
+    for name, pred in preds.items():
+        y_pred = pred["logits"].argmax(1)
+        accs[VARIANT_LABELS[name]] = per_class_accuracy(pred["y_sg"], y_pred, len(counts))[0]
+        if name in VARIANT_DIRS:
+            prefix = f"{name}_"
+            sub = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+            sub.update({f"lab_{k[len('lab_' + prefix):]}": v for k, v in metrics.items()
+                        if k.startswith("lab_" + prefix)})
+            write_test_reports(out / VARIANT_DIRS[name], pred, counts, sub, sg_confusion)
+    plot_per_class_vs_count_methods(accs, counts, out / "per_class_vs_count_variants.png",
+                                    title="Per-class accuracy vs training count: fused, model, index")
     return metrics
 
 
@@ -228,3 +259,49 @@ if __name__ == "__main__":
     if a.out:
         write_section(a.out, a.section, table)
     print(table)
+
+
+TABLE_ROWS = (("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"),
+              ("SG top-1 up to enantiomorph", "sg_top1_enantio"),
+              ("Extinction-group top-1", "sg_top1_extinction"), ("CS accuracy (from SG)", "cs_acc"),
+              ("CS accuracy (CS head)", "cs_head_acc"), ("Macro-F1", "macro_f1"),
+              ("Many-shot acc (>100)", "many_acc"), ("Medium-shot acc (20-100)", "medium_acc"),
+              ("Few-shot acc (<20)", "few_acc"))
+TABLE_NOTES = {
+    "lab": "lab rendering: the same patterns with noise, background, shifts drawn once from a fixed seed",
+    "fused": "fused: the model's posterior × the indexing evidence (Trainer/fusion.py, weights fitted "
+             "on val); model: the network alone; index: peaks → cell → extinction group, the training "
+             "prior inside it",
+    "majority class": "majority class: always the most common training class (system, for CS)",
+    "prior guess": "prior guess: a class drawn from the training frequencies, expected score"}
+
+
+def results_table(metrics: dict[str, float], title: str = "test") -> str:
+    """The printed results table: one row per metric; columns the clean rendering (with
+    ``--evidence index``: fused, model alone, index alone), the lab rendering (``lab_*``) likewise,
+    and the prior baselines (``baseline_*``, added by :func:`write_test_reports`)."""
+    def pct(key: str) -> str | None:
+        v = metrics.get(key)
+        return f"{100 * v:.2f} %" if v is not None and np.isfinite(v) else None
+
+    variants = [("fused", "{}"), ("model", "model_{}"), ("index", "index_{}")] \
+        if "model_sg_top1" in metrics else [("", "{}")]
+    lab = any(k.startswith("lab_") for k in metrics)
+    cols = [(f"clean {v}" if v else ("clean rendering" if lab else "value"), k) for v, k in variants]
+    if lab:
+        cols += [(f"lab {v}" if v else "lab rendering", "lab_" + k) for v, k in variants]
+    if any(k.startswith("baseline_") for k in metrics):
+        cols += [("majority class", "baseline_majority_{}"), ("prior guess", "baseline_prior_{}")]
+    lines = [f"| {title} metric |" + "".join(f" {h} |" for h, _ in cols), "|---|" + "---|" * len(cols)]
+    for label, key in TABLE_ROWS:
+        if pct(key) is not None:
+            lines.append(f"| {label} |" + "".join(f" {pct(k.format(key)) or '–'} |" for _, k in cols))
+    groups = [f"{k[2:]}={int(metrics[k])}" for k in ("n_many", "n_medium", "n_few") if k in metrics]
+    if groups:
+        lines.append(f"| classes per group | {', '.join(groups)} |" + " |" * (len(cols) - 1))
+    notes = [TABLE_NOTES[n] for n in ("lab", "fused") if (n == "lab" and lab) or
+             (n == "fused" and len(variants) > 1)]
+    notes += [TABLE_NOTES[h] for h, _ in cols if h in ("majority class", "prior guess")]
+    if notes:
+        lines.append("\n" + "; ".join(notes))
+    return "\n".join(lines)

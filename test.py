@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from loguru import logger
 
 import builders
+import index_method
 import reports
 from config.args import HelpFormatter, get_args_parser
 from config.validate import DATA_NEEDS, unread_flags
 from datasets.readers.npy import read_sg_count
-from metrics import gate_usage
 from Trainer import Evaluator
+from Trainer.evidence import evaluate_split, fit_on_split
+from Trainer.fusion import FusionParams
 from utils.checkpoint import load_checkpoint
 from utils.cli import Bounded, Parser
 from utils.grid import GridSpec
@@ -32,7 +36,7 @@ from utils.logging import setup_logging
 from utils.runlock import lock_run_dir, release_all
 
 DATA_FLAGS = ("dataset", "data_format", "use_processed_npy", "processed_data_dir", "data_dir",
-              "sg_count_path", "imbalance_factor", "lt_sampling")
+              "sg_count_path", "imbalance_factor", "lt_sampling", "evidence")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -50,6 +54,11 @@ def get_parser() -> argparse.ArgumentParser:
                         "plot and the prior baselines (default: the checkpoint's training counts); "
                         "e.g. data/xrd_mp_default/sg_count.csv to split a stream-trained model's "
                         "classes by their Materials Project frequency")
+    p.add_argument("--target_prior", default=None, metavar="SG_COUNT_CSV",
+                   help="move the model from its training prior to this one at inference (post-hoc "
+                        "logit adjustment: + log π_target − log π_train), e.g. "
+                        "data/xrd_mp_default/sg_count.csv for a balanced-stream model used on "
+                        "Materials-Project-like data; the index alone then uses it as its prior")
     p.add_argument("--mask_mode", default=None, choices=["hard", "soft", "none"],
                    help="ICL: evaluate with this crystal-system masking at inference instead of the "
                         "one the model was trained with (an ablation that needs no training)")
@@ -58,6 +67,20 @@ def get_parser() -> argparse.ArgumentParser:
                         "checkpoint's training prior π_cs to the system prior of a test set balanced "
                         "over space groups (post-hoc logit adjustment, Menon et al. 2021); 0 = off")
     return p
+
+
+def fusion_params(ckpt: dict, source: Any, evaluator: Evaluator, loaders: dict,
+                  where: str) -> FusionParams | None:
+    """The checkpoint's fusion weights (``--evidence index``), else fitted on its validation split."""
+    if source is None:
+        return None
+    if (params := FusionParams.from_dict(ckpt.get("fusion"))) is not None:
+        logger.info(f"evidence fusion from {where}: {params.describe()}")
+        return params
+    if loaders.get("val") is None:
+        raise SystemExit(f"--evidence index: {where} holds no fusion weights and this data has no "
+                         "validation split to fit them on. Fix: evaluate on data with a val split")
+    return fit_on_split(evaluator, loaders["val"], source, "val")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -75,6 +98,8 @@ def run(argv: list[str] | None = None) -> dict:
     ckpt = load_checkpoint(args.ckpt)
     train_args = ckpt.get("args", {})
     given = {k for k in DATA_FLAGS if getattr(args, k) != parser.get_default(k)}
+    tokens = sys.argv[1:] if argv is None else argv
+    given |= {"evidence"} & {t.split("=")[0].lstrip("-") for t in tokens}  # an explicit --evidence none wins
     for k in DATA_FLAGS:  # data flags default to the training run's unless given here
         if k not in given and k in train_args:
             setattr(args, k, train_args[k])
@@ -113,18 +138,22 @@ def run(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"split '{args.split}' is not available in this dataset")
 
     evaluator = Evaluator(model, counts, device)
-    pred = evaluator.predict(loader)
-    metrics = evaluator.summarize(pred)
+    train_counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", bundle.class_counts))
+    target = read_sg_count(args.target_prior) if args.target_prior else None
+    source = index_method.evidence_source(args, bundle.grid, len(bundle.class_counts))
+    fusion = fusion_params(ckpt, source, evaluator, loaders, args.ckpt)
+    # (a mixture of experts also reports its mean gate weight per expert, as in log.jsonl)
+    metrics, preds = evaluate_split(evaluator, loader, source, fusion, train_counts, args.split, target)
     if args.mask_mode is not None:
         logger.info(f"evaluated with --mask_mode {args.mask_mode} at inference")
-    if "gate" in pred:  # a mixture of experts: mean gate weight per expert, as in log.jsonl
-        metrics.update(gate_usage(pred["gate"]))
     lab = loaders.get(f"{args.split}_lab")  # the same patterns rendered as a lab measures them
     if lab is not None:
-        metrics.update({f"lab_{k}": v for k, v in evaluator.summarize(evaluator.predict(lab)).items()})
-    reports.write_test_reports(out_dir, pred, counts, metrics, sg_confusion=True)
+        lab_metrics, _ = evaluate_split(evaluator, lab, source, fusion, train_counts, f"{args.split}_lab",
+                                        target)
+        metrics.update({f"lab_{k}": v for k, v in lab_metrics.items() if not k.startswith("gate")})
+    reports.write_variant_reports(out_dir, preds, counts, metrics, sg_confusion=True)
     logger.info(f"reports written to {out_dir}")
-    print(builders.results_table(metrics, f"{args.split} ({Path(args.ckpt).name})"))
+    print(reports.results_table(metrics, f"{args.split} ({Path(args.ckpt).name})"))
     print(json.dumps({"out_dir": str(out_dir), **{k: round(v, 6) for k, v in metrics.items()}}))
     return metrics
 

@@ -16,6 +16,7 @@ import torch
 from loguru import logger
 
 import builders
+import index_method
 import reports
 from config.args import apply_overrides, describe_choices, get_args_parser, parse_args, pattern_counts
 from loss import LOSSES, loss_kwargs
@@ -126,7 +127,8 @@ def run(argv: list[str] | None = None) -> dict:
         amp_dtype=AMP[args.amp], callbacks=callbacks,
         show_progress=args.progress if ddp.is_main() else "none", progress_interval=args.progress_interval,
         stop_after_epoch=args.stop_after_epoch,
-        extra_state={"args": vars(args), "model_config": model_cfg, "data_spec": bundle.spec})
+        extra_state={"args": vars(args), "model_config": model_cfg, "data_spec": bundle.spec},
+        evidence=index_method.evidence_source(args, bundle.grid, len(bundle.class_counts)))
 
     # ---- phase 4: resume ----------------------------------------------------------------------
     # rank 0 decides (a node that cannot see the file then fails loudly instead of starting afresh)
@@ -141,17 +143,17 @@ def run(argv: list[str] | None = None) -> dict:
     test_metrics = trainer.fit()
     if test_metrics is None:  # --stop_after_epoch: checkpointed, nothing to report yet
         return {"run_dir": str(run_dir), "test": None, "best_epoch": trainer.best_epoch}
-    pred = trainer.predict(loaders["test"])  # under torchrun every rank takes part; rank 0 reports
-    if not ddp.is_main():
+    if not ddp.is_main():  # (finish() evaluated on every rank under torchrun; rank 0 reports)
         return {"run_dir": str(run_dir), "test": test_metrics, "best_epoch": trainer.best_epoch}
-    reports.write_test_reports(run_dir, pred, bundle.class_counts, test_metrics)
+    reports.write_variant_reports(run_dir, trainer.test_predictions["test"], bundle.class_counts,
+                                  test_metrics)
     reports.plot_run(run_dir, schedule)
     for cb in callbacks:
         if hasattr(cb, "log_images"):
             cb.log_images(sorted(run_dir.glob("*.png")))
         if hasattr(cb, "finish"):
             cb.finish()
-    print(f"\nRun: {run_dir}\n" + builders.results_table(test_metrics, "test (best.pt)"))
+    print(f"\nRun: {run_dir}\n" + reports.results_table(test_metrics, "test (best.pt)"))
     print(json.dumps({"run_dir": str(run_dir), "best_epoch": trainer.best_epoch}))
     return {"run_dir": str(run_dir), "test": test_metrics, "best_epoch": trainer.best_epoch}
 

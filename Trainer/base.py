@@ -28,6 +28,7 @@ from torch import nn
 
 from metrics.batch import batch_accuracy
 from Trainer.evaluator import Evaluator, to_device
+from Trainer.evidence import EvidenceMixin, EvidenceSource
 from Trainer.interrupt import StopFlag, TrainingInterrupted, meters_from_state, meters_state
 from Trainer.progress import Progress
 from Trainer.registry import TRAINERS
@@ -45,7 +46,7 @@ class NonFiniteLossError(XRDError, FloatingPointError):
 
 
 @TRAINERS.register("default")
-class Trainer:
+class Trainer(EvidenceMixin):
     """Epoch loop, evaluation, checkpoints, early stopping.
 
     Args:
@@ -70,6 +71,7 @@ class Trainer:
         extra_state: JSON-able things stored in every checkpoint (args, model config, data spec).
         show_progress: ``auto``/``bar``/``log``/``none`` (True/False: auto/none), see
             :mod:`Trainer.progress`; ``progress_interval``: seconds between log-mode lines.
+        evidence: ``source(x, split) -> (N, 110)`` indexing evidence (``--evidence index``), or None.
     """
 
     def __init__(self, model: nn.Module, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
@@ -80,7 +82,7 @@ class Trainer:
                  amp_dtype: torch.dtype | None = None, monitor: str = "sg_top1",
                  callbacks: list[Any] | None = None, extra_state: dict[str, Any] | None = None,
                  show_progress: bool | str = True, stop_after_epoch: int = 0,
-                 progress_interval: float = 30.0) -> None:
+                 progress_interval: float = 30.0, evidence: EvidenceSource | None = None) -> None:
         self.model, self.loss_fn, self.optimizer, self.schedule = model, loss_fn, optimizer, schedule
         self.loaders = loaders
         self.class_counts = np.asarray(class_counts)
@@ -111,6 +113,7 @@ class Trainer:
         self.stop = StopFlag()
         self._partial: dict[str, Any] | None = None  # a mid-epoch checkpoint being resumed
         self.writer = JsonlWriter(self.run_dir / "log.jsonl") if self.run_dir else None
+        self.evidence, self.fusion, self.test_predictions = evidence, None, {}
 
     # ------------------------------------------------------------------ one step
     def forward_loss(self, batch: dict[str, Any]) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -236,8 +239,8 @@ class Trainer:
         avg["patterns_seen"], avg["epoch_patterns"] = self.patterns_seen, int(tot["seen"])
         return avg
 
-    def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
-        return self.evaluator.predict(loader)
+    def predict(self, loader: Iterable, keep_inputs: bool = False) -> dict[str, np.ndarray]:
+        return self.evaluator.predict(loader, keep_inputs)
 
     def evaluate(self, loader: Iterable) -> dict[str, float]:
         """Metrics of ``loader``; the stacked predictions stay in ``self.last_pred`` for callbacks
@@ -304,14 +307,16 @@ class Trainer:
     def finish(self) -> dict[str, Any]:
         """Evaluate the test split with the best weights (the last ones if none was saved); with a
         ``test_lab`` loader (the same patterns in a seeded lab-realistic rendering) its metrics
-        join as ``lab_*``."""
+        join as ``lab_*``. With an evidence source the fusion is fitted on the validation split
+        first and each split is reported three ways (``Trainer.evidence``)."""
         if self.run_dir and (self.run_dir / "best.pt").is_file():
             best = load_checkpoint(self.run_dir / "best.pt", map_location=self.device)
             unwrap(self.model).load_state_dict(best["model"])
         broadcast_module(unwrap(self.model))  # under DDP only rank 0 (the writer) has a run_dir
         lab_loader = self.loaders.get("test_lab")
-        lab = self.evaluate(lab_loader) if lab_loader is not None else {}
-        test = self.evaluate(self.loaders["test"])  # last: last_pred holds the clean predictions
+        self.prepare_fusion()
+        lab = self.final_metrics(lab_loader, "test_lab") if lab_loader is not None else {}
+        test = self.final_metrics(self.loaders["test"], "test")  # last: last_pred holds the clean ones
         test.update({f"lab_{k}": v for k, v in lab.items()})
         for cb in self.callbacks:
             if hasattr(cb, "on_fit_end"):

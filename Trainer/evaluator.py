@@ -37,8 +37,9 @@ class Evaluator:
         self.device, self.amp_dtype, self.show_progress = torch.device(device), amp_dtype, show_progress
 
     @torch.no_grad()
-    def predict(self, loader: Iterable) -> dict[str, np.ndarray]:
-        """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``.
+    def predict(self, loader: Iterable, keep_inputs: bool = False) -> dict[str, np.ndarray]:
+        """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``;
+        with ``keep_inputs`` also the patterns ``x`` (N,1,L) as evaluated (for the indexing evidence).
 
         A loader whose sampler is sharded over ranks (``num_replicas`` > 1, ``total`` items: see
         ``datasets.samplers.ShardSampler``) makes this a collective call: every rank predicts its
@@ -60,8 +61,9 @@ class Evaluator:
             for k in KEEP:
                 if k in out:
                     acc.setdefault(k, []).append(out[k].float().cpu().numpy())
-            for k in ("y_sg", "y_cs", "idx"):
-                acc.setdefault(k, []).append(batch[k].cpu().numpy())
+            for k in ("y_sg", "y_cs", "idx") + (("x",) if keep_inputs else ()):
+                v = batch[k].float() if k == "x" else batch[k]
+                acc.setdefault(k, []).append(v.cpu().numpy())
         model.train(was_training)
         pred = {k: np.concatenate(v) for k, v in acc.items()}
         if sharded:  # sorted: every rank gathers the keys in the same order

@@ -259,6 +259,12 @@ def get_args_parser(add_help: bool = True, prog: str = "train.py") -> argparse.A
     t.add_argument("--compile", action="store_true",
                    help="torch.compile the model (inductor; needs a C++ compiler on CPU); the first "
                         "steps compile, checkpoints are unchanged")
+    t.add_argument("--evidence", default="none", choices=["none", "index"],
+                   help="index: fuse the model with the crystallographer's evidence at evaluation (peaks "
+                        "picked, cell indexed, extinction-group likelihoods; weights fitted on val; "
+                        "reported as fused, model_* and index_*): Trainer/fusion.py")
+    t.add_argument("--evidence_workers", type=Bounded(int, 1, 256), default=2,
+                   help="processes that index the evaluated patterns not yet in the cache")
     t.add_argument("--ddp_find_unused_parameters", action="store_true",
                    help="under torchrun: let DDP tolerate parameters without a gradient in a step "
                         "(only when DDP's error asks for it; costs a graph walk per step)")

@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 
-import builders
 import reports
 from metrics import summarize
 from metrics.baselines import KEYS, flat_baselines, prior_baselines
@@ -108,7 +107,7 @@ def test_reports_write_and_print_baselines(tmp_path):
     saved = json.loads((tmp_path / "test_metrics.json").read_text())
     assert saved["baseline_majority_sg_top1"] == pytest.approx(1 / 14)
     assert saved["baseline_prior_sg_top5"] is None          # NaN → null in JSON
-    table = builders.results_table(saved)
+    table = reports.results_table(saved)
     assert "| majority class | prior guess |" in table.splitlines()[0]
     row = next(r for r in table.splitlines() if r.startswith("| SG top-1 |"))
     assert row.split("|")[3].strip() == f"{100 / 14:.2f} %"
