@@ -92,15 +92,15 @@ def same_cell(a: dict, b: dict) -> bool:
                 and abs(a["cells"][0]["volume"] / b["cells"][0]["volume"] - 1) < 0.005)
 
 
-def tiny_checkpoint(folder: Path) -> Path:
-    """best.pt of the test suite's tiny run (7 classes, 1024-point grid, 1 epoch; seconds on a CPU)."""
+def tiny_checkpoint(folder: Path, epochs: int = 1) -> Path:
+    """best.pt of the test suite's tiny run (7 classes, 1024-point grid; seconds per epoch on a CPU)."""
     ckpt = folder / "run" / "best.pt"
     if not ckpt.is_file():
         import train
         from tests.conftest import tiny_args, write_tiny_dataset
 
         write_tiny_dataset(folder / "data")
-        train.main(tiny_args(folder / "data", folder / "Log", "--epochs", "1", "--method", "ce",
+        train.main(tiny_args(folder / "data", folder / "Log", "--epochs", str(epochs), "--method", "ce",
                              "--run_dir", str(folder / "run")))
     return ckpt
 
@@ -111,8 +111,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--n", type=int, default=30, help="crystals (every k-th of the test split)")
     p.add_argument("--ckpt", default=None, help="checkpoint whose predictions are compared (optional)")
     p.add_argument("--train_tiny", type=Path, default=None,
-                   help="train the test suite's 1-epoch tiny model (tests/conftest.py) into this folder "
+                   help="train the test suite's tiny model (tests/conftest.py) into this folder "
                         "(unless its best.pt exists) and compare its predictions")
+    p.add_argument("--tiny_epochs", type=int, default=1, help="epochs of the --train_tiny run")
     p.add_argument("--no_index", action="store_true", help="skip the indexing comparison")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     t0 = time.perf_counter()
     if a.train_tiny is not None:
-        a.ckpt = str(tiny_checkpoint(a.train_tiny))
+        a.ckpt = str(tiny_checkpoint(a.train_tiny, a.tiny_epochs))
     raw = np.load(a.data / "peaks_test.npz")
     off, wl = raw["offsets"], float(raw["wavelength"])
     rows = np.linspace(0, len(raw["sg"]) - 1, a.n).astype(int)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         from utils.checkpoint import load_checkpoint
 
         grid = GridSpec.from_dict(load_checkpoint(a.ckpt).get("data_spec", {}).get("grid"))
-    r_mo, r_sy, dmax, top1, cs_same, dp, cells = [], [], [], [], [], [], []
+    r_mo, r_sy, dmax, top1, cs_same, dp, cells, cu_top = [], [], [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for i in rows:
             tt, inten = raw["two_theta"][off[i]:off[i + 1]], raw["intensity"][off[i]:off[i + 1]]
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
                 top1.append(len({r["top"][0][0] for r in out}) == 1)
                 cs_same.append(len({r["crystal_system"] for r in out}) == 1)
                 dp.append(max(abs(r["top"][0][2] - out[0]["top"][0][2]) for r in out))
+                cu_top.append(out[0]["top"][0])  # context: how much the model varies between crystals
             if not a.no_index:
                 reps = [report(read_peaks(f, None, False), top=1) for f in files]
                 cells.append(same_cell(reps[0], reps[1]) and same_cell(reps[0], reps[2]))
@@ -154,7 +156,10 @@ def main(argv: list[str] | None = None) -> dict:
            "input_max_abs_diff_median": float(np.median(dmax))}
     if a.ckpt:
         res.update(ckpt=a.ckpt, top1_same_pct=100 * float(np.mean(top1)),
-                   cs_same_pct=100 * float(np.mean(cs_same)), max_dp_top1=float(max(dp)))
+                   cs_same_pct=100 * float(np.mean(cs_same)), max_dp_top1=float(max(dp)),
+                   median_dp_top1=float(np.median(dp)),
+                   distinct_top1_across_crystals=len({t[0] for t in cu_top}),
+                   p_top1_range_across_crystals=float(np.ptp([t[2] for t in cu_top])))
     if cells:
         res["same_cell_all_three_pct"] = 100 * float(np.mean(cells))
     res["wall_s"] = round(time.perf_counter() - t0, 1)
