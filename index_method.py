@@ -252,16 +252,16 @@ def csv_fields(row: IndexRow | None) -> dict[str, str]:
             "indexed_m20": f"{row.m20:.1f}"}
 
 
-def index_files_rows(patterns: list[np.ndarray], grid: Any, sources: list[str],
-                     workers: int = 1) -> list[IndexRow]:
-    """Index patterns already on ``grid`` (a ``GridSpec``) with the default settings (predict.py
-    next to a learned model)."""
-    tt = grid.two_theta()
-    rows, _ = index_patterns(np.stack(patterns), tt, grid.wavelength, {"n_lines": 20, "min_snr": 5.0},
-                             workers, "local", PATTERN_CACHE, sources, progress=False)
-    return rows
+def index_measured_row(two_theta: np.ndarray, intensity: np.ndarray, wavelength: float,
+                       source: str) -> IndexRow:
+    """Index one measured scan on its own 2θ axis (all its points, not the model's resampled grid;
+    cached like every pattern): what predict.py shows and fuses."""
+    rows, _ = index_patterns(np.asarray(intensity, np.float32)[None], np.asarray(two_theta, np.float64),
+                             wavelength, {"n_lines": 20, "min_snr": 5.0}, 1, "local", PATTERN_CACHE, [source],
+                             progress=False)
+    return rows[0]
 
 
 __all__ = ["COMPOSED_MODELS", "EVIDENCE", "EVIDENCE_DIM", "PatternEvidenceSource", "evidence_source",
-           "IndexMethod", "IndexRow", "IndexModel", "csv_fields",
-           "describe", "index_files_rows", "log_prior"]
+           "IndexMethod", "IndexRow", "IndexModel", "csv_fields", "index_measured_row",
+           "describe", "log_prior"]

@@ -27,7 +27,7 @@ import argparse
 import csv
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ from loguru import logger
 import builders
 import index_method
 from config.args import HelpFormatter
+from datasets.readers.npy import read_sg_count
+from Trainer.evidence import variants
+from Trainer.fusion import FusionParams
 from utils.checkpoint import atomic_writer, load_checkpoint
 from utils.cli import Bounded, Parser, device_spec, writable_file
 from utils.crystal import CRYSTAL_SYSTEMS, SG_TO_CS, sg_symbol
@@ -45,6 +48,9 @@ from utils.logging import setup_logging
 from utils.pattern_io import PATTERN_SUFFIXES, MeasuredPattern, pattern_to_grid, read_pattern
 from utils.pattern_io import collect_pattern_files as collect  # the rules python -m indexing shares
 
+ROOT = Path(__file__).resolve().parent
+SHIPPED = ROOT / "data" / "checkpoints" / "icl_quick.pt"
+
 
 def get_parser() -> argparse.ArgumentParser:
     p = Parser("predict.py", formatter_class=HelpFormatter,
@@ -52,7 +58,12 @@ def get_parser() -> argparse.ArgumentParser:
                                             "files with a checkpoint written by train.py.")
     p.add_argument("paths", nargs="+", help="pattern files, or folders whose pattern files "
                                             f"({', '.join(PATTERN_SUFFIXES)}) are all predicted")
-    p.add_argument("--ckpt", required=True, help="checkpoint written by train.py (a run's best.pt)")
+    p.add_argument("--ckpt", default=None,
+                   help="checkpoint written by train.py (a run's best.pt); unset: the model shipped in "
+                        f"{SHIPPED.relative_to(ROOT)} (provenance in the .json beside it)")
+    p.add_argument("--target_prior", default=None, metavar="SG_COUNT_CSV",
+                   help="move the model from its training prior to this one (post-hoc logit adjustment), "
+                        "e.g. data/xrd_mp_default/sg_count.csv for Materials-Project-like samples")
     p.add_argument("--wavelength", type=Bounded(float, 0, 10, lo_open=True), default=None,
                    help="Kα1 (or monochromatic) wavelength of the patterns in Å; overrides the files' "
                         "(a mismatch is reported). Unset: each file's own (XRDML, RAS, a '# wavelength:' "
@@ -66,10 +77,48 @@ def get_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _ranked(p_sg: np.ndarray, p_cs: np.ndarray, topk: int) -> dict:
+    cs = int(p_cs.argmax())
+    top = np.argsort(-p_sg)[:topk]
+    return {"crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
+            "top": [(int(i) + 1, sg_symbol(int(i) + 1), float(p_sg[i])) for i in top]}
+
+
+def _probs(pred: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(p_sg (230,), p_cs (7,)) of a one-pattern prediction dict."""
+    z = pred["logits"][0].astype(np.float64)
+    p_sg = np.exp(z - z.max())
+    p_sg /= p_sg.sum()
+    if "cs_logits" in pred:
+        c = pred["cs_logits"][0].astype(np.float64)
+        p_cs = np.exp(c - c.max())
+        return p_sg, p_cs / p_cs.sum()
+    # marginalise the space-group distribution over crystal systems
+    return p_sg, np.bincount(SG_TO_CS, weights=p_sg, minlength=len(CRYSTAL_SYSTEMS))
+
+
+def fused_rows(out: dict[str, torch.Tensor], ckpt: dict, row: Any, topk: int,
+               target: np.ndarray | None) -> dict:
+    """The prediction of one pattern: the model's (``model``), and with fusion weights in the
+    checkpoint and an indexed row the index's (``index``) and the fusion (the row's main keys)."""
+    pred = {k: out[k].float().cpu().numpy() for k in ("logits", "cs_logits", "ensemble_logits") if k in out}
+    pred["y_sg"] = np.zeros(1, np.int64)
+    counts = np.asarray(ckpt.get("data_spec", {}).get("class_counts", np.ones(230)), np.float64)
+    params = FusionParams.from_dict(ckpt.get("fusion"))
+    evidence = None if row is None or params is None else row.vector[None].astype(np.float64)
+    preds = variants(pred, evidence, params, counts, target)
+    main = _ranked(*_probs(preds.get("fused", preds["model"])), topk)
+    main["model"] = _ranked(*_probs(preds["model"]), topk)
+    if "index" in preds:
+        main["index"] = _ranked(*_probs(preds["index"]), topk)
+    return main
+
+
 @torch.no_grad()
-def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
+def predict_files(ckpt_path: str | None, files: list[Path] | list[tuple[Path, bool]],
                   wavelength: float | None = None, topk: int = 5,
-                  device: str = "cpu", index: bool = True) -> tuple[list[dict], list[tuple[str, str]]]:
+                  device: str = "cpu", index: bool = True,
+                  target_prior: str | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """Predictions for ``files``; returns ``(rows, failures)``.
 
     ``files`` holds paths or ``(path, named)`` pairs (see :func:`collect`). A file that cannot be
@@ -77,7 +126,15 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
     ``failures`` as ``(file, reason)``. With ``index`` each row also holds ``indexed`` (the
     pattern's :class:`IndexRow`, cached per pattern; an index model's own row).
     """
+    if ckpt_path is None:
+        if not SHIPPED.is_file():
+            raise DataError(f"{SHIPPED}: the shipped model is missing. Fix: pass --ckpt RUN/best.pt of a "
+                            "run of train.py, or restore the file from the repository")
+        ckpt_path = str(SHIPPED)
+        logger.info(f"model: the shipped checkpoint {SHIPPED.relative_to(ROOT)} (provenance: "
+                    f"{SHIPPED.with_suffix('.json').name})")
     ckpt = load_checkpoint(ckpt_path)
+    target = read_sg_count(target_prior) if target_prior else None
     grid = GridSpec.from_dict(ckpt.get("data_spec", {}).get("grid"))
     dev = builders.resolve_device(device)
     model = builders.model_from_checkpoint(ckpt, ckpt_path).to(dev).eval()
@@ -95,21 +152,16 @@ def predict_files(ckpt_path: str, files: list[Path] | list[tuple[Path, bool]],
             continue
         x = torch.as_tensor(pattern, dtype=torch.float32)
         out = model(x.view(1, 1, -1).to(dev))
-        p_sg = torch.softmax(out["logits"].float(), -1)[0].cpu().numpy()
-        if "cs_logits" in out:
-            p_cs = torch.softmax(out["cs_logits"].float(), -1)[0].cpu().numpy()
-        else:  # marginalise the space-group distribution over crystal systems
-            p_cs = np.bincount(SG_TO_CS, weights=p_sg, minlength=len(CRYSTAL_SYSTEMS))
-        cs = int(p_cs.argmax())
-        top = np.argsort(-p_sg)[:topk]
-        rows.append({"file": str(f), "read_as": f"{measured.format}, {measured.wavelength.describe()}",
-                     "crystal_system": CRYSTAL_SYSTEMS[cs], "p_cs": float(p_cs[cs]),
-                     "top": [(int(i) + 1, sg_symbol(int(i) + 1), float(p_sg[i])) for i in top]})
-        if index:  # an index model has just indexed it; else index the pattern on the model's grid
-            own = getattr(model, "last_rows", None) or index_method.index_files_rows([pattern], grid,
-                                                                                     [str(f)])
-            rows[-1]["indexed"] = own[0]
-            rows[-1]["second_phase"] = second_phase_line(pattern, grid, own[0], measured)
+        # an index model has just indexed it; else index the pattern on the model's grid
+        own = (getattr(model, "last_rows", None) or [index_method.index_measured_row(
+            measured.two_theta, measured.intensity, measured.wavelength.ka1, str(f))]) if index else None
+        fusable = own is not None and not getattr(model, "last_rows", None)
+        row = {"file": str(f), "read_as": f"{measured.format}, {measured.wavelength.describe()}",
+               **fused_rows(out, ckpt, own[0] if fusable else None, topk, target)}
+        rows.append(row)
+        if own is not None:
+            row["indexed"] = own[0]
+            row["second_phase"] = second_phase_line(pattern, grid, own[0], measured)
     return rows, failures
 
 
@@ -135,8 +187,9 @@ def second_phase_line(pattern: np.ndarray, grid: GridSpec, row, measured: Measur
 
     if not row.solved:
         return ""
-    try:  # the same lines the indexer saw (index_method.index_files_rows: min_snr 5 on the grid)
-        peaks = pick_peaks(grid.two_theta(), pattern, grid.wavelength, min_snr=5.0, source=str(measured.path))
+    try:  # the same lines the indexer saw (index_method.index_measured_row: the file's axis, min_snr 5)
+        peaks = pick_peaks(measured.two_theta, measured.intensity, measured.wavelength.ka1, min_snr=5.0,
+                           source=str(measured.path))
     except IndexingInputError:
         return ""
     return second_phase(peaks, row.cell, row.bravais, row.zero).message(measured.wavelength.ka1)
@@ -162,7 +215,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     try:
         files = collect(args.paths)
         rows, failures = predict_files(args.ckpt, files, args.wavelength, args.topk, args.device,
-                                       not args.no_index)
+                                       not args.no_index, args.target_prior)
     except XRDError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
@@ -171,6 +224,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"(p = {r['p_cs']:.3f})")
         for rank, (num, sym, p) in enumerate(r["top"], 1):
             print(f"  {rank}. {sym:<12} (No. {num:>3})  p = {p:.3f}")
+        if "index" in r:  # the fusion above; each source alone below
+            for name, label in (("model", "model alone"), ("index", "index alone")):
+                num, sym, p = r[name]["top"][0]
+                print(f"  {label}: {sym} (No. {num}) p = {p:.3f}, {r[name]['crystal_system']} "
+                      f"(p = {r[name]['p_cs']:.3f})")
         if "indexed" in r:
             print(f"  indexed: {index_method.describe(r['indexed'])}")
         if r.get("second_phase"):

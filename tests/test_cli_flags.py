@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FREE_TEXT = {"config", "data_dir", "dataset", "processed_data_dir", "rule_matrix_path", "sg_count_path",
              "output_dir", "frontend_type", "resume", "model", "run_dir", "task", "wandb_project",
              "stream_cache", "ray_address", "head_experts", "tail_experts", "ckpt", "out_dir",
-             "eval_counts_path", "out", "method", "paths"}
+             "eval_counts_path", "out", "method", "paths", "target_prior"}
 
 
 def bad_values(action: argparse.Action) -> list[str]:
