@@ -8,14 +8,18 @@ floating-point tensors stored as float16, loaded back into the float32 model), `
 ``data_spec`` (grid, class counts), ``args`` and the fusion weights (``--evidence index``) — and
 drops the optimiser, scheduler, scaler and RNG states. Beside it, ``<out>.json``: the command,
 the git commit, the run folder, the sha256 of the file and the run's test metrics
-(``test_metrics.json``), which ``tests/test_shipped_checkpoint.py`` re-evaluates.
+(``test_metrics.json``, the fusion included) and the exported model's own metrics on the test
+split (``shipped_model_metrics``: re-evaluated in fp16 when ``--half``), which
+``tests/test_shipped_checkpoint.py`` checks.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +49,21 @@ def git_commit(root: Path) -> str:
         return "unknown"
 
 
+SHIPPED_KEYS = ("sg_top1", "sg_top5", "cs_acc", "sg_top1_extinction", "macro_f1", "lab_sg_top1", "lab_cs_acc")
+
+
+def evaluate_exported(path: Path) -> dict[str, float]:
+    """The exported model alone (``--evidence none``) on its data's test split, as ``test.py``
+    computes it (the numbers ``tests/test_shipped_checkpoint.py`` checks)."""
+    here = Path(__file__).resolve().parent
+    spec = importlib.util.spec_from_file_location("xrd_test_cli_export", here / "test.py")
+    test_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_py)  # type: ignore[union-attr]
+    with tempfile.TemporaryDirectory() as tmp:
+        m = test_py.main(["--ckpt", str(path), "--evidence", "none", "--out_dir", tmp])
+    return {k: float(m[k]) for k in SHIPPED_KEYS if k in m}
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("ckpt", help="a run's best.pt")
@@ -70,6 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             "source_checkpoint": src.name, "exported": time.strftime("%Y-%m-%d %H:%M"),
             "best_epoch": state.get("best_epoch", state.get("epoch")),
             "fusion": state.get("fusion"), "test_metrics": metrics}
+    prov["shipped_model_metrics"] = evaluate_exported(out)
     with atomic_writer(out.with_suffix(".json"), "w") as fh:
         json.dump(prov, fh, indent=2)
     print(json.dumps({k: prov[k] for k in ("file", "bytes", "weights_dtype", "commit")}))

@@ -240,27 +240,6 @@ def write_section(path: str | Path, section: str | None, table: str) -> None:
     out.write_text(text)
 
 
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser("Markdown comparison table of finished runs")
-    ap.add_argument("--runs", nargs="+", required=True)
-    ap.add_argument("--title", default="")
-    ap.add_argument("--metrics_subdir", default="", help="read RUN/SUBDIR/test_metrics.json")
-    ap.add_argument("--out", default=None, help="write the table to this file")
-    ap.add_argument("--section", default=None,
-                    help="with --out: replace only the text between '<!-- SECTION:begin -->' and "
-                         "'<!-- SECTION:end -->' in the file (appended when absent)")
-    ap.add_argument("--curve", action="store_true",
-                    help="a learning-curve table of the runs' snapshots (scripts/default/learning_curve.sh)")
-    a = ap.parse_args()
-    table = learning_curve_table(a.runs, a.title) if a.curve else \
-        comparison_table(a.runs, a.title, a.metrics_subdir)
-    if a.out:
-        write_section(a.out, a.section, table)
-    print(table)
-
-
 TABLE_ROWS = (("SG top-1", "sg_top1"), ("SG top-5", "sg_top5"),
               ("SG top-1 up to enantiomorph", "sg_top1_enantio"),
               ("Extinction-group top-1", "sg_top1_extinction"), ("CS accuracy (from SG)", "cs_acc"),
@@ -305,3 +284,32 @@ def results_table(metrics: dict[str, float], title: str = "test") -> str:
     if notes:
         lines.append("\n" + "; ".join(notes))
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser("Markdown comparison table of finished runs")
+    ap.add_argument("--runs", nargs="+", required=True)
+    ap.add_argument("--title", default="")
+    ap.add_argument("--metrics_subdir", default="", help="read RUN/SUBDIR/test_metrics.json")
+    ap.add_argument("--out", default=None, help="write the table to this file")
+    ap.add_argument("--section", default=None,
+                    help="with --out: replace only the text between '<!-- SECTION:begin -->' and "
+                         "'<!-- SECTION:end -->' in the file (appended when absent)")
+    ap.add_argument("--results", action="store_true",
+                    help="the results table of one run (clean/lab, fused/model/index, prior baselines), "
+                         "as train.py prints it")
+    ap.add_argument("--curve", action="store_true",
+                    help="a learning-curve table of the runs' snapshots (scripts/default/learning_curve.sh)")
+    a = ap.parse_args()
+    if a.results:
+        m = json.loads((Path(a.runs[0]) / a.metrics_subdir / "test_metrics.json").read_text())
+        table = (f"### {a.title}\n\n" if a.title else "") + results_table(
+            {k: (np.nan if v is None else v) for k, v in m.items()}, "test (best.pt)")
+    else:
+        table = learning_curve_table(a.runs, a.title) if a.curve else \
+            comparison_table(a.runs, a.title, a.metrics_subdir)
+    if a.out:
+        write_section(a.out, a.section, table)
+    print(table)

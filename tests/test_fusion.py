@@ -197,7 +197,7 @@ def cubic_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_with_evidence_then_test_py(cubic_data, tmp_path):
+def test_train_with_evidence_then_test_py(cubic_data, tmp_path, capsys):
     import train
     res = train.main(["--method", "ce", "--data_dir", str(cubic_data), "--epochs", "1",
                       "--output_dir", str(tmp_path / "Log"), "--device", "cpu", "--batch_size", "8",
@@ -225,6 +225,15 @@ def test_train_with_evidence_then_test_py(cubic_data, tmp_path):
     plain = test_py.main(["--ckpt", str(run / "best.pt"), "--out_dir", str(tmp_path / "eval2"),
                           "--evidence", "none"])
     assert "model_sg_top1" not in plain and plain["sg_top1"] == pytest.approx(m["model_sg_top1"])
+
+    # predict.py: the fusion, then the model alone and the index alone, on a measured-format file
+    import predict
+    nacl = ROOT / "tests" / "fixtures" / "instrument" / "nacl_cu.xrdml"
+    rows = predict.main(["--ckpt", str(run / "best.pt"), str(nacl), "--topk", "3"])
+    out = capsys.readouterr().out
+    assert "model alone:" in out and "index alone:" in out and "indexed: cF a=5.64" in out, out
+    assert rows[0]["index"]["crystal_system"] == "cubic" == rows[0]["crystal_system"]
+    assert rows[0]["model"]["top"] != rows[0]["top"] or rows[0]["model"]["crystal_system"] == "cubic"
 
 
 def test_evidence_refused_for_method_index(cubic_data, tmp_path):
