@@ -306,7 +306,7 @@ if __name__ == "__main__":
     if a.results:
         m = json.loads((Path(a.runs[0]) / a.metrics_subdir / "test_metrics.json").read_text())
         table = (f"### {a.title}\n\n" if a.title else "") + results_table(
-            {k: (np.nan if v is None else v) for k, v in m.items()}, "test (best.pt)")
+            {k: (np.nan if v is None else v) for k, v in m.items()}, "test (best.pt)") + "\n"
     else:
         table = learning_curve_table(a.runs, a.title) if a.curve else \
             comparison_table(a.runs, a.title, a.metrics_subdir)

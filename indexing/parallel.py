@@ -148,6 +148,15 @@ def _bar(total: int, desc: str, progress: bool):
                 mininterval=1.0)
 
 
+def _one_blas_thread() -> Any:
+    """``threadpoolctl.threadpool_limits(1)`` (a no-op context when threadpoolctl is missing)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a scikit-learn dependency, listed in requirements.txt
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
+
+
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 1, engine: str = "local",
                  chunk_size: int | None = None, desc: str = "indexing", progress: bool = True) -> list[Any]:
     """``[fn(x) for x in items]`` over ``workers`` processes (see the module docstring).
@@ -178,7 +187,9 @@ def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int = 
     if not items:
         return []
     if engine == "local" and workers == 1:
-        with _bar(len(items), desc, progress) as bar:
+        # in this process: BLAS limited to one thread, as in the worker processes (numpy's small
+        # least-squares and determinants only lose time to thread hand-offs)
+        with _one_blas_thread(), _bar(len(items), desc, progress) as bar:
             out = []
             for x in items:
                 out.append(fn(x))
