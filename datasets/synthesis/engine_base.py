@@ -16,7 +16,6 @@ seeded RNG): crashed jobs are run again, possibly on another worker or machine.
 from __future__ import annotations
 
 import os
-import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -67,6 +66,7 @@ def pin_threads() -> None:
         threadpool_limits(limits=1)
     except Exception:  # optional: without threadpoolctl the variables still cover later imports
         pass
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
+    # Not torch.set_num_threads(1): in a worker forked from a training process whose OpenMP pool
+    # is running it can deadlock (seen 2026-12-07: `python train.py --method ce` hung at stream
+    # epoch 1 with the forked worker inside set_num_threads); the workers compute nothing with
+    # torch, and threadpoolctl above already limits the OpenMP runtime torch loaded.
