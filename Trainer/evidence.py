@@ -23,17 +23,16 @@ from loguru import logger
 
 from metrics import gate_usage
 from Trainer.fusion import (
-    MASK_PENALTY,
     FusionParams,
     fit_fusion,
     fuse,
     index_prediction,
     log_prior,
+    mask_by_system,
     model_log_probs,
     system_scores,
 )
 from utils.checkpoint import atomic_save, atomic_writer, load_checkpoint
-from utils.crystal import SG_TO_CS
 
 EvidenceSource = Callable[[np.ndarray, str], np.ndarray]
 VARIANTS = ("fused", "model", "index")   # report order; "fused" keys are unprefixed
@@ -73,8 +72,7 @@ def with_target_prior(pred: dict[str, np.ndarray], counts: np.ndarray,
         per_cs = system_scores(base)
         out["cs_logits"] = per_cs.astype(np.float32)
         out["ensemble_logits"] = base.astype(np.float32)  # p(g) within its system ∝ exp(base)
-        outside = SG_TO_CS[None, :] != per_cs.argmax(1)[:, None]
-        out["logits"] = (base - MASK_PENALTY * outside).astype(np.float32)
+        out["logits"] = mask_by_system(base, per_cs).astype(np.float32)
     return out
 
 

@@ -115,6 +115,13 @@ def system_scores(logp: np.ndarray) -> np.ndarray:
     return np.stack([logsumexp(np.where(m, logp, -np.inf), axis=1) for m in _CS_MASK], 1)
 
 
+def mask_by_system(logp: np.ndarray, cs_scores: np.ndarray) -> np.ndarray:
+    """``logp`` (N, 230) with the groups outside argmax(cs_scores) shifted down by ``MASK_PENALTY``
+    (the hard mask of ``models.moe``, by the given system scores)."""
+    outside = SG_TO_CS[None, :] != cs_scores.argmax(1)[:, None]
+    return logp - MASK_PENALTY * outside
+
+
 def fuse(pred: dict[str, np.ndarray], evidence: np.ndarray, p: FusionParams) -> dict[str, np.ndarray]:
     """The fused prediction as a ``pred`` dict (labels kept): ``logits`` the fused log-probs (a
     hierarchical model's hard-masked by the fused system), ``cs_logits`` the fused log p(system)."""
@@ -122,11 +129,8 @@ def fuse(pred: dict[str, np.ndarray], evidence: np.ndarray, p: FusionParams) -> 
     logp = fused_log_probs(model_log_probs(pred), ev, p)
     cs = system_scores(logp)
     out = {k: v for k, v in pred.items() if k.startswith("y_") or k == "idx"}
-    if "ensemble_logits" in pred and "cs_logits" in pred:  # the hierarchy: mask by the fused system
-        outside = SG_TO_CS[None, :] != cs.argmax(1)[:, None]
-        out["logits"] = (logp - MASK_PENALTY * outside).astype(np.float32)
-    else:
-        out["logits"] = logp.astype(np.float32)
+    hierarchical = "ensemble_logits" in pred and "cs_logits" in pred  # mask by the fused system
+    out["logits"] = (mask_by_system(logp, cs) if hierarchical else logp).astype(np.float32)
     out["cs_logits"] = cs.astype(np.float32)
     return out
 
@@ -195,4 +199,5 @@ def fit_fusion(pred: dict[str, np.ndarray], evidence: np.ndarray) -> FusionParam
 
 __all__ = ["EVIDENCE_DIM", "EXT_OF_SG", "FusionParams", "N_EXT", "check_evidence", "evidence_terms",
            "fit_fusion", "fuse", "fused_log_probs", "index_logits", "index_prediction", "log_prior",
+           "mask_by_system",
            "model_log_probs", "system_scores"]
