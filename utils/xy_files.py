@@ -230,27 +230,3 @@ def pattern_on_grid(path: str | os.PathLike, grid: GridSpec, wavelength: float |
         logger.warning(f"{path}: the data cover only {coverage:.0%} of the grid "
                        f"{grid.two_theta_min:g}–{grid.two_theta_max:g}° (the rest is set to 0)")
     return (pattern, coverage) if return_coverage else pattern
-
-
-def collect_pattern_files(paths: list[str | os.PathLike]) -> list[tuple[Path, bool]]:
-    """``(file, named)`` pairs, in order: the files named in ``paths`` (``named``: a bad one must
-    stop the command) and the pattern files (:data:`PATTERN_SUFFIXES`) of the named folders, sorted
-    (a bad one is reported and skipped).
-
-    Raises:
-        DataError: a path does not exist, or nothing to read was found.
-    """
-    files: list[tuple[Path, bool]] = []
-    for s in paths:
-        p = Path(s)
-        if p.is_dir():
-            files += [(f, False) for f in sorted(p.iterdir())
-                      if f.is_file() and f.suffix.lower() in PATTERN_SUFFIXES]
-        elif p.is_file():
-            files.append((p, True))
-        else:
-            raise DataError(f"{p}: not found. Fix: pass existing pattern files or folders")
-    if not files:
-        raise DataError(f"{', '.join(map(str, paths))}: no pattern files ({', '.join(PATTERN_SUFFIXES)}) "
-                        "found. Fix: pass pattern files or a folder that holds them")
-    return files

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from utils.xy_files import (  # noqa: F401  (re-exported)
     PATTERN_SUFFIXES,
-    collect_pattern_files,
     convert_wavelength,
     interpolate_to_grid,
     pattern_on_grid,
     read_xy,
 )
 
-__all__ = ["PATTERN_SUFFIXES", "collect_pattern_files", "convert_wavelength", "interpolate_to_grid",
+__all__ = ["PATTERN_SUFFIXES", "convert_wavelength", "interpolate_to_grid",
            "pattern_on_grid", "read_xy"]
