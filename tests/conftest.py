@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
+from loguru import logger
 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -65,3 +68,22 @@ def tiny_args(data, out, *extra) -> list[str]:
     """train.py flags of a seconds-long run on the tiny dataset (output under ``out``)."""
     return ["--data_dir", str(data), "--output_dir", str(out), "--device", "cpu", "--batch_size", "16",
             "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]
+
+
+@pytest.fixture
+def warnings_():
+    """The messages of loguru warnings logged during the test."""
+    got: list[str] = []
+    handler = logger.add(lambda m: got.append(m.record["message"]), level="WARNING", format="{message}")
+    yield got
+    logger.remove(handler)
+
+
+@pytest.fixture(scope="session")
+def test_cli():
+    """``test.py`` as a module (``import test`` can reach the standard library's ``test`` package)."""
+    path = Path(__file__).resolve().parents[1] / "test.py"
+    spec = importlib.util.spec_from_file_location("xrd_test_cli", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod

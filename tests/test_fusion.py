@@ -5,7 +5,6 @@ mask by the fused system, the target prior, bad evidence, and train.py → test.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import shutil
@@ -173,12 +172,6 @@ def test_three_variants_in_metrics_and_table():
     assert row.count("%") == 3
 
 
-def _load_test_py():
-    spec = importlib.util.spec_from_file_location("xrd_test_cli_fusion", ROOT / "test.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
 def cubic_data(tmp_path_factory):
@@ -197,7 +190,7 @@ def cubic_data(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_train_with_evidence_then_test_py(cubic_data, tmp_path, capsys):
+def test_train_with_evidence_then_test_py(cubic_data, tmp_path, capsys, test_cli):
     import train
     res = train.main(["--method", "ce", "--data_dir", str(cubic_data), "--epochs", "1",
                       "--output_dir", str(tmp_path / "Log"), "--device", "cpu", "--batch_size", "8",
@@ -218,7 +211,7 @@ def test_train_with_evidence_then_test_py(cubic_data, tmp_path, capsys):
         assert sub_m["sg_top1"] == m[f"{sub.split('_')[0]}_sg_top1"]
     assert (run / "per_class_vs_count_variants.png").is_file()
 
-    test_py = _load_test_py()
+    test_py = test_cli
     again = test_py.main(["--ckpt", str(run / "best.pt"), "--out_dir", str(tmp_path / "eval")])
     for k in ("sg_top1", "model_sg_top1", "index_cs_acc", "lab_sg_top1"):
         assert again[k] == pytest.approx(m[k]), k

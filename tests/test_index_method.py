@@ -4,7 +4,6 @@ cell next to the prediction), and the method's flags in --help."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import time
@@ -23,12 +22,6 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ROOT / "data" / "xrd_mp_default"
 CUBIC_FIRST = 195
 
-
-def _load_test_py():
-    spec = importlib.util.spec_from_file_location("xrd_test_cli_index", ROOT / "test.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +50,7 @@ def test_method_flags_in_help(capsys):
         assert flag in out
 
 
-def test_train_test_predict(cubic_data, tmp_path, capsys):
+def test_train_test_predict(cubic_data, tmp_path, capsys, test_cli):
     t0 = time.perf_counter()
     res = train.main(["--method", "index", "--data_dir", str(cubic_data),
                       "--output_dir", str(tmp_path / "Log"), "--device", "cpu", "--batch_size", "8",
@@ -87,7 +80,7 @@ def test_train_test_predict(cubic_data, tmp_path, capsys):
     assert "\n| index | " in reports.comparison_table([run])
 
     t0 = time.perf_counter()
-    again = _load_test_py().main(["--ckpt", str(ckpt), "--out_dir", str(tmp_path / "eval")])
+    again = test_cli.main(["--ckpt", str(ckpt), "--out_dir", str(tmp_path / "eval")])
     cached = time.perf_counter() - t0
     for k in ("sg_top1", "sg_top5", "cs_acc", "lab_sg_top1", "lab_cs_acc", "sg_top1_extinction"):
         assert again[k] == pytest.approx(m[k]), k

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loguru import logger
 
 from utils.errors import DataError
 from utils.grid import GridSpec
@@ -28,14 +27,6 @@ FIX = Path(__file__).resolve().parent / "fixtures" / "instrument"
 TT = np.linspace(10, 80, 351)
 Y = 100 + 5000 * np.exp(-0.5 * ((TT - 31.7) / 0.1) ** 2)
 CU = Wavelength(1.540598, 1.544426, 0.5)
-
-
-@pytest.fixture
-def warnings_():
-    got: list[str] = []
-    handler = logger.add(lambda m: got.append(m.record["message"]), level="WARNING", format="{message}")
-    yield got
-    logger.remove(handler)
 
 
 def _refused(path, match: str, **kw) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from loguru import logger
 
 import train
 from datasets.readers.xy_patterns import read_xy
@@ -25,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 class Opaque:
     """Not a tensor: a file holding it is refused by weights_only loading."""
-
-
-@pytest.fixture
-def warnings_():
-    got: list[str] = []
-    handler = logger.add(lambda m: got.append(m.record["message"]), level="WARNING", format="{message}")
-    yield got
-    logger.remove(handler)
 
 
 # ------------------------------------------------------------------------------ reader (item 10)

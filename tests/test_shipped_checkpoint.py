@@ -4,7 +4,6 @@ and is what ``predict.py`` uses when no ``--ckpt`` is given."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -38,13 +37,10 @@ def test_small_and_matches_its_provenance():
 
 
 @pytest.mark.slow
-def test_reproduces_its_recorded_metrics(tmp_path):
+def test_reproduces_its_recorded_metrics(tmp_path, test_cli):
     """The model alone on the built-in test split (clean and lab rendering, 900 patterns each), as
     recorded at export; up to 2 patterns of 900 may flip on another CPU's float rounding."""
-    spec = importlib.util.spec_from_file_location("xrd_test_cli_shipped", ROOT / "test.py")
-    test_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_py)
-    m = test_py.main(["--ckpt", str(SHIPPED), "--evidence", "none", "--out_dir", str(tmp_path)])
+    m = test_cli.main(["--ckpt", str(SHIPPED), "--evidence", "none", "--out_dir", str(tmp_path)])
     rec = _prov()["shipped_model_metrics"]
     for k in ("sg_top1", "sg_top5", "cs_acc", "sg_top1_extinction", "lab_sg_top1", "lab_cs_acc"):
         assert m[k] == pytest.approx(rec[k], abs=2.5 / 900), k
