@@ -151,10 +151,20 @@ def predict_files(ckpt_path: str | None, files: list[Path] | list[tuple[Path, bo
             failures.append((str(f), str(exc)))
             continue
         x = torch.as_tensor(pattern, dtype=torch.float32)
-        out = model(x.view(1, 1, -1).to(dev))
-        # an index model has just indexed it; else index the pattern on the model's grid
-        own = (getattr(model, "last_rows", None) or [index_method.index_measured_row(
-            measured.two_theta, measured.intensity, measured.wavelength.ka1, str(f))]) if index else None
+
+        def index_own(measured: MeasuredPattern = measured, f: Path = f) -> list:
+            """The file indexed on its own 2θ axis."""
+            return [index_method.index_measured_row(measured.two_theta, measured.intensity,
+                                                    measured.wavelength.ka1, str(f))]
+
+        # a model with evidence inputs (train_evidence.py) gets the file's evidence
+        own = index_own() if index and getattr(model, "uses_evidence", False) else None
+        extra = {} if own is None else {"evidence": torch.as_tensor(own[0].vector[None], dtype=torch.float32,
+                                                                    device=dev)}
+        out = model(x.view(1, 1, -1).to(dev), **extra)
+        # an index model has just indexed it
+        if index and own is None:
+            own = getattr(model, "last_rows", None) or index_own()
         fusable = own is not None and not getattr(model, "last_rows", None)
         row = {"file": str(f), "read_as": f"{measured.format}, {measured.wavelength.describe()}",
                **fused_rows(out, ckpt, own[0] if fusable else None, topk, target)}

@@ -37,9 +37,12 @@ class Evaluator:
         self.device, self.amp_dtype, self.show_progress = torch.device(device), amp_dtype, show_progress
 
     @torch.no_grad()
-    def predict(self, loader: Iterable, keep_inputs: bool = False) -> dict[str, np.ndarray]:
+    def predict(self, loader: Iterable, keep_inputs: bool = False,
+                evidence: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Stacked numpy ``logits`` (N,230), ``cs_logits``, ``gate`` and labels ``y_sg``/``y_cs``/``idx``;
         with ``keep_inputs`` also the patterns ``x`` (N,1,L) as evaluated (for the indexing evidence).
+        ``evidence`` (N, 110), in the loader's order: the indexing evidence of the same patterns,
+        passed to a model that takes it (``model.uses_evidence``; ``models.evidence_inputs``).
 
         A loader whose sampler is sharded over ranks (``num_replicas`` > 1, ``total`` items: see
         ``datasets.samplers.ShardSampler``) makes this a collective call: every rank predicts its
@@ -50,6 +53,11 @@ class Evaluator:
         sharded = getattr(sampler, "num_replicas", 1) > 1
         if sharded:
             broadcast_module(model, buffers_only=True)
+        takes_evidence = evidence is not None and getattr(model, "uses_evidence", False)
+        if takes_evidence and sharded:
+            raise NotImplementedError("evaluation with evidence inputs runs on one process: evaluate "
+                                      "with test.py --ckpt (one process)")
+        done = 0
         was_training = model.training
         model.eval()
         acc: dict[str, list[np.ndarray]] = {}
@@ -57,7 +65,13 @@ class Evaluator:
             batch = to_device(batch, self.device)
             with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                                 enabled=self.amp_dtype is not None):
-                out = model(batch["x"])
+                if takes_evidence:
+                    n = len(batch["x"])
+                    ev = torch.as_tensor(evidence[done:done + n], dtype=torch.float32, device=self.device)
+                    out = model(batch["x"], evidence=ev)
+                    done += n
+                else:
+                    out = model(batch["x"])
             for k in KEEP:
                 if k in out:
                     acc.setdefault(k, []).append(out[k].float().cpu().numpy())
@@ -65,6 +79,8 @@ class Evaluator:
                 v = batch[k].float() if k == "x" else batch[k]
                 acc.setdefault(k, []).append(v.cpu().numpy())
         model.train(was_training)
+        if takes_evidence and done != len(evidence):
+            raise ValueError(f"Evaluator.predict: {len(evidence)} evidence rows for {done} patterns")
         pred = {k: np.concatenate(v) for k, v in acc.items()}
         if sharded:  # sorted: every rank gathers the keys in the same order
             pred = {k: gather_interleaved(v, sampler.total) for k, v in sorted(pred.items())}

@@ -33,6 +33,7 @@ from Trainer.fusion import (
     system_scores,
 )
 from utils.checkpoint import atomic_save, atomic_writer, load_checkpoint
+from utils.distributed import unwrap
 
 EvidenceSource = Callable[[np.ndarray, str], np.ndarray]
 VARIANTS = ("fused", "model", "index")   # report order; "fused" keys are unprefixed
@@ -46,10 +47,22 @@ def predict_with_inputs(evaluator: Any, loader: Iterable) -> tuple[dict[str, np.
     return pred, x.reshape(len(x), -1)
 
 
+def predict_with_evidence(evaluator: Any, loader: Iterable, source: EvidenceSource,
+                          name: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The evaluator's predictions of ``loader`` and the evidence (N, 110) of its patterns. A model
+    that takes the evidence as an input (``uses_evidence``: ICL with evidence inputs) is run a
+    second time with it, so its predictions are the ones made with the evidence."""
+    pred, x = predict_with_inputs(evaluator, loader)
+    evidence = source(x, name)
+    if getattr(unwrap(evaluator.model), "uses_evidence", False):
+        pred = evaluator.predict(loader, evidence=evidence)
+    return pred, evidence
+
+
 def fit_on_split(evaluator: Any, loader: Iterable, source: EvidenceSource, name: str = "val") -> FusionParams:
     """Fit the fusion on ``loader`` (the validation split) and log what it changed there."""
-    pred, x = predict_with_inputs(evaluator, loader)
-    params = fit_fusion(pred, source(x, name))
+    pred, evidence = predict_with_evidence(evaluator, loader, source, name)
+    params = fit_fusion(pred, evidence)
     f = params.fit
     logger.info(f"evidence fusion fitted on {name} ({f['n_val']} patterns, {100 * f['val_solved']:.1f} % "
                 f"indexed): {params.describe()}; {name} NLL {f['val_nll_model']:.3f} → "
@@ -115,8 +128,8 @@ def evaluate_split(evaluator: Any, loader: Iterable, source: EvidenceSource | No
         pred = evaluator.predict(loader)
         preds = variants(pred, None, None, counts, target_counts)
         return summarize_variants(preds, evaluator.summarize), preds
-    pred, x = predict_with_inputs(evaluator, loader)
-    preds = variants(pred, source(x, name), params, counts, target_counts)
+    pred, evidence = predict_with_evidence(evaluator, loader, source, name)
+    preds = variants(pred, evidence, params, counts, target_counts)
     return summarize_variants(preds, evaluator.summarize), preds
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.evidence_inputs import EvidenceInputs, check_evidence, parse_parts
 from models.experts import EXPERT_MODES
 from models.gate import GATE_PRIOR_MODES, RuleGate, check_expert_ids
 from models.gate import gate_prior as build_gate_prior
@@ -91,6 +92,9 @@ class ICLMoE(nn.Module):
             has length 1 for ResTcn at L = 8500 and for the ViT, where only the centre tap acts:
             1 gives the same function with a third of the weights (original mode at width 1:
             17 M instead of 50 M parameters); 3 stays faithful for longer maps.
+        evidence_inputs: "none" or a comma list of "cs", "gate": the indexing evidence as an input
+            of the crystal-system branch and/or the gate (:mod:`models.evidence_inputs`; trained
+            by ``train_evidence.py``); ``forward(x, evidence)`` then uses it.
 
     The prior itself is not in ``config`` (it would be a large JSON list): it lives in the
     state_dict, so ``create_model(**model.config)`` + ``load_state_dict`` restores it.
@@ -109,7 +113,7 @@ class ICLMoE(nn.Module):
                  tail_experts: Sequence[int] | None = None, class_counts=None, gate_prior=None,
                  gate_prior_strength: float = 1.0, gate_prior_mode: str = "log_odds",
                  tail_threshold: float = 20, learn_gate_prior: bool = False,
-                 layer3_kernel_size: int = 3) -> None:
+                 layer3_kernel_size: int = 3, evidence_inputs: str = "none") -> None:
         super().__init__()
         where = "ICLMoE"
         if num_classes != N_SG:
@@ -141,7 +145,8 @@ class ICLMoE(nn.Module):
             head_experts=head_experts, tail_experts=tail_experts, class_counts=None, gate_prior=None,
             gate_prior_strength=gate_prior_strength, gate_prior_mode=gate_prior_mode,
             tail_threshold=tail_threshold, learn_gate_prior=learn_gate_prior,
-            layer3_kernel_size=layer3_kernel_size))
+            layer3_kernel_size=layer3_kernel_size, evidence_inputs=",".join(parse_parts(evidence_inputs))
+            or "none"))
         self.num_experts, self.mask_mode, self.scale = num_experts, mask_mode, float(scale)
         self.head_experts, self.tail_experts = head_experts, tail_experts
         h_dim = self.frontend.out_dim
@@ -157,6 +162,9 @@ class ICLMoE(nn.Module):
                 class_counts, num_experts, head_experts, tail_experts, gate_prior_strength,
                 tail_threshold, gate_prior_mode)
         self.gate = RuleGate(proj_dim, num_experts, gate_prior, learn_gate_prior)
+        parts = parse_parts(evidence_inputs)
+        # the indexing evidence as an input of the CS branch and the gate (models/evidence_inputs.py)
+        self.evidence_inputs = EvidenceInputs(num_experts, parts) if parts else None
 
         # Constant crystallographic tables as non-persistent buffers: they follow .to(device) and
         # never go stale in checkpoints.
@@ -202,7 +210,38 @@ class ICLMoE(nn.Module):
         """The expert classifiers' weights (for classifier re-training with the rest frozen)."""
         return [self.experts.weight]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    @property
+    def uses_evidence(self) -> bool:
+        """Whether ``forward`` takes the indexing evidence (``evidence_inputs`` not none)."""
+        return self.evidence_inputs is not None
+
+    def evidence_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the evidence inputs (trained with the rest frozen, train_evidence.py)."""
+        return [] if self.evidence_inputs is None else list(self.evidence_inputs.parameters())
+
+    def heads(self, u: torch.Tensor, cs_logits: torch.Tensor, expert_logits: torch.Tensor,
+              evidence: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """CS branch (with the evidence), gate, ensemble and mask from the projection u (B, d), the
+        CS head's logits (B, 7) and the experts' logits (B, K, 230): the part of ``forward`` after
+        the frontend and the experts, so the evidence inputs can be trained on stored outputs."""
+        gate_logits = None
+        if evidence is not None and self.evidence_inputs is not None:
+            evidence = check_evidence(evidence, len(u)).to(cs_logits.dtype)
+            cs_logits = self.evidence_inputs.cs(cs_logits, evidence)
+            gate_logits = self.evidence_inputs.gate_bias(evidence)
+        g_logits = self.gate.logits(u, cs_logits)
+        if gate_logits is not None:
+            g_logits = g_logits + gate_logits
+        gate = torch.softmax(g_logits.float(), dim=-1)           # float32 under autocast too
+        # float32 even under autocast (elementwise ops are not down-cast): the ensemble and the
+        # masked logits keep their ranking exactly; the cost is B·K·230 multiply-adds.
+        ensemble = (gate.unsqueeze(-1) * expert_logits.float()).sum(dim=1)
+        return {"logits": self.mask_logits(ensemble, cs_logits), "ensemble_logits": ensemble,
+                "cs_logits": cs_logits, "gate": gate}
+
+    def forward(self, x: torch.Tensor, evidence: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``evidence`` (B, 110): the indexing evidence, used when the model has evidence inputs
+        (ignored otherwise); None = no evidence (the model as trained without it)."""
         x = as_model_input(x, self.frontend, self.name)
         fmap = self.frontend.forward_features(x)                  # (B, h_dim, T)
         h = self.frontend.pool(fmap)                              # (B, h_dim)
@@ -211,19 +250,9 @@ class ICLMoE(nn.Module):
         if self._cs_shift_on:
             cs_logits = cs_logits + self.cs_logit_shift
         expert_logits = self.experts(fmap, self.proj)             # (B, K, 230)
-        gate = self.gate(u, cs_logits)                            # (B, K)
-        # float32 even under autocast (elementwise ops are not down-cast): the ensemble and the
-        # masked logits keep their ranking exactly; the cost is B·K·230 multiply-adds.
-        ensemble = (gate.float().unsqueeze(-1) * expert_logits.float()).sum(dim=1)
-        return {
-            "logits": self.mask_logits(ensemble, cs_logits),
-            "ensemble_logits": ensemble,
-            "cs_logits": cs_logits,
-            "expert_logits": expert_logits,
-            "gate": gate,
-            "features": F.normalize(h, dim=-1),
-            "proj": u,
-        }
+        out = self.heads(u, cs_logits, expert_logits, evidence)
+        out.update(expert_logits=expert_logits, features=F.normalize(h, dim=-1), proj=u)
+        return out
 
 
 def icl_moe_kwargs(args: Any) -> dict[str, Any]:

@@ -87,3 +87,21 @@ def test_cli():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def cubic_data(tmp_path_factory):
+    """The default set's prior, 40 training crystals, val/test: a few cubic crystals (the evidence
+    fusion's and the evidence inputs' end-to-end tests)."""
+    import shutil
+    default = Path(__file__).resolve().parents[1] / "data" / "xrd_mp_default"
+    root = tmp_path_factory.mktemp("cubic_fusion")
+    test = PeakTable.load(default / "peaks_test.npz")
+    cubic = np.flatnonzero(test.sg >= 195)
+    pick = np.sort(np.random.default_rng(1).choice(cubic, 7, replace=False))
+    test.subset(pick[:4]).save(root / "peaks_test.npz")
+    test.subset(pick[4:]).save(root / "peaks_val.npz")
+    PeakTable.load(default / "peaks_train.npz").subset(np.arange(40)).save(root / "peaks_train.npz")
+    for f in ("sg_count.csv", "dataset.json"):
+        shutil.copy(default / f, root / f)
+    return root

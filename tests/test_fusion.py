@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,22 +170,6 @@ def test_three_variants_in_metrics_and_table():
     row = next(r for r in table if r.startswith("| Extinction-group top-1 |"))
     assert row.count("%") == 3
 
-
-
-@pytest.fixture(scope="module")
-def cubic_data(tmp_path_factory):
-    """The default set's prior, 40 training crystals, val/test: a few cubic crystals."""
-    from datasets.peaks import PeakTable
-    root = tmp_path_factory.mktemp("cubic_fusion")
-    test = PeakTable.load(DEFAULT / "peaks_test.npz")
-    cubic = np.flatnonzero(test.sg >= 195)
-    pick = np.sort(np.random.default_rng(1).choice(cubic, 7, replace=False))
-    test.subset(pick[:4]).save(root / "peaks_test.npz")
-    test.subset(pick[4:]).save(root / "peaks_val.npz")
-    PeakTable.load(DEFAULT / "peaks_train.npz").subset(np.arange(40)).save(root / "peaks_train.npz")
-    for f in ("sg_count.csv", "dataset.json"):
-        shutil.copy(DEFAULT / f, root / f)
-    return root
 
 
 @pytest.mark.slow
