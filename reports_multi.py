@@ -9,6 +9,8 @@ one count file (``--eval_counts_path``), so that every row splits the classes th
     python reports_multi.py seeds --root Log/compare --methods icl ce --seeds 0 1 2 \\
         --out RESULTS.md --section compare_seeds --plot docs/figures/per_class_methods.png
     python reports_multi.py ablation --row "base=Log/compare/seed0/icl:eval" ... --out RESULTS.md
+    python reports_multi.py seeds ... --variant model     # runs with --evidence index: the model alone
+    python reports_multi.py ablation --row "fusion only=RUN:eval" --row "model alone=RUN:eval@model"
 """
 
 from __future__ import annotations
@@ -34,17 +36,48 @@ COLUMNS = (("SG top-1", "sg_top1", ""), ("SG top-5", "sg_top5", ""), ("CS", "cs_
 TARGET_KEYS = (("few_acc", "few-shot accuracy"), ("macro_f1", "macro-F1"))
 
 
-def run_metrics(run: str | Path, sub: str = "eval") -> dict[str, float] | None:
-    """``{(source, key): value}`` of one evaluated run, or None when its evaluation is missing."""
+VARIANTS = ("", "model", "index")   # "": what the run predicts (the fusion with --evidence index)
+
+
+def variant_view(metrics: dict[str, float], variant: str = "") -> dict[str, float] | None:
+    """The metrics of one prediction variant of a run evaluated with ``--evidence index``
+    (``Trainer.evidence``: unprefixed = the fusion, ``model_*``/``lab_model_*`` the model alone,
+    ``index_*`` the index alone) under the unprefixed names; a run without evidence is the model
+    alone (its unprefixed keys), and has no index variant (None)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: use one of {VARIANTS}")
+    if not variant:
+        return dict(metrics)
+    pre = f"{variant}_"
+    if f"{pre}sg_top1" not in metrics:
+        return dict(metrics) if variant == "model" else None
+    out = {}
+    for k, v in metrics.items():
+        if k.startswith(pre):
+            out[k[len(pre):]] = v
+        elif k.startswith(f"lab_{pre}"):
+            out["lab_" + k[len(pre) + 4:]] = v
+    return out
+
+
+def run_metrics(run: str | Path, sub: str = "eval", variant: str = "") -> dict[str, float] | None:
+    """``{(source, key): value}`` of one evaluated run (``variant``: see :func:`variant_view`), or
+    None when its evaluation (or the variant) is missing."""
     clean = Path(run) / sub / "test_metrics.json"
     if not clean.is_file():
         return None
-    out = {("", k): v for k, v in json.loads(clean.read_text()).items() if isinstance(v, (int, float))}
+    m = variant_view(_numbers(clean), variant)
+    if m is None:
+        return None
+    out = {("", k): v for k, v in m.items()}
     ext = Path(run) / sub / EXTERNAL / "test_metrics.json"
     if ext.is_file():
-        out.update({("ext", k): v for k, v in json.loads(ext.read_text()).items()
-                    if isinstance(v, (int, float))})
+        out.update({("ext", k): v for k, v in (variant_view(_numbers(ext), variant) or {}).items()})
     return out
+
+
+def _numbers(path: Path) -> dict[str, float]:
+    return {k: v for k, v in json.loads(path.read_text()).items() if isinstance(v, (int, float))}
 
 
 def per_class(run: str | Path, sub: str = "eval") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -85,7 +118,7 @@ def baseline_rows(run: str | Path, sub: str, n_lead: int) -> list[str]:
 
 
 def seed_table(root: str | Path, methods: list[str], seeds: list[int], sub: str = "eval",
-               title: str = "", plot: str | Path | None = None) -> str:
+               title: str = "", plot: str | Path | None = None, variant: str = "") -> str:
     """Mean ± sd over the seeds whose run is evaluated (``ROOT/seed<S>/<method>``), the runs done
     per method, prior baselines, and whether ICL beats the best baseline on few-shot accuracy and
     macro-F1 by more than one standard deviation. With ``plot``: per-class accuracy against the
@@ -97,7 +130,7 @@ def seed_table(root: str | Path, methods: list[str], seeds: list[int], sub: str 
     counts, first = None, None
     for m in methods:
         done = [(s, r) for s in seeds
-                if (r := run_metrics(Path(root) / f"seed{s}" / m, sub)) is not None]
+                if (r := run_metrics(Path(root) / f"seed{s}" / m, sub, variant)) is not None]
         by_method[m] = [r for _, r in done]
         if done:
             first = first or Path(root) / f"seed{done[0][0]}" / m
@@ -143,13 +176,14 @@ def verdict(by_method: dict[str, list[dict]], main: str = "icl") -> str:
     return "Target check — " + "; ".join(out) + "."
 
 
-def ablation_table(rows: list[tuple[str, str, str]], title: str = "") -> str:
-    """One row per ``(label, run_dir, eval_subdir)``; rows whose evaluation is missing say so."""
+def ablation_table(rows: list[tuple[str, ...]], title: str = "") -> str:
+    """One row per ``(label, run_dir, eval_subdir[, variant])`` (variant: :func:`variant_view`);
+    rows whose evaluation is missing say so."""
     head = "| variant | " + " | ".join(c for c, _, _ in COLUMNS) + " |"
     lines = [f"### {title}" if title else "", "", head, "|" + "---|" * (len(COLUMNS) + 1)]
     first = None
-    for label, run, sub in rows:
-        r = run_metrics(run, sub)
+    for label, run, sub, *variant in rows:
+        r = run_metrics(run, sub, variant[0] if variant else "")
         if r is None:
             lines.append(f"| {label} | " + " | ".join("not run yet" if i == 0 else "" for i in
                                                        range(len(COLUMNS))) + " |")
@@ -169,8 +203,12 @@ def main(argv: list[str] | None = None) -> str:
     s.add_argument("--methods", nargs="+", required=True)
     s.add_argument("--seeds", nargs="+", type=int, required=True)
     s.add_argument("--plot", default=None, help="PNG: per-class accuracy vs training count, all methods")
-    a = sp.add_parser("ablation", help="one row per LABEL=RUN_DIR:EVAL_SUBDIR")
-    a.add_argument("--row", action="append", required=True, metavar="LABEL=RUN:SUB")
+    s.add_argument("--variant", default="", choices=VARIANTS,
+                   help="runs evaluated with --evidence index: the fusion (default), the model alone "
+                        "(model) or the index alone (index)")
+    a = sp.add_parser("ablation", help="one row per LABEL=RUN_DIR:EVAL_SUBDIR[@VARIANT]")
+    a.add_argument("--row", action="append", required=True, metavar="LABEL=RUN:SUB[@VARIANT]",
+                   help="@model / @index: that variant of a run evaluated with --evidence index")
     for p in (s, a):
         p.add_argument("--sub", default="eval", help="evaluation subdirectory of each run")
         p.add_argument("--title", default="")
@@ -178,13 +216,14 @@ def main(argv: list[str] | None = None) -> str:
         p.add_argument("--section", default=None)
     args = ap.parse_args(argv)
     if args.kind == "seeds":
-        table = seed_table(args.root, args.methods, args.seeds, args.sub, args.title, args.plot)
+        table = seed_table(args.root, args.methods, args.seeds, args.sub, args.title, args.plot, args.variant)
     else:
         rows = []
         for spec in args.row:
             label, _, rest = spec.rpartition("=")  # labels may hold "=", paths do not
+            rest, _, variant = rest.partition("@")
             run, _, sub = rest.rpartition(":") if ":" in rest else (rest, "", args.sub)
-            rows.append((label, run, sub or args.sub))
+            rows.append((label, run, sub or args.sub, variant))
         table = ablation_table(rows, args.title)
     if args.out:
         write_section(args.out, args.section, table)

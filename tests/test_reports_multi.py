@@ -74,3 +74,27 @@ def test_ablation_table_rows_and_missing_runs(tmp_path):
 def test_plot_needs_some_accuracy(tmp_path):
     with pytest.raises(ValueError, match="no class"):
         rm.plot_per_class_vs_count_methods({"a": np.full(230, np.nan)}, np.ones(230), tmp_path / "x.png")
+
+
+def test_variants_of_a_run_evaluated_with_evidence(tmp_path):
+    """--evidence index: unprefixed = the fusion, model_* / lab_model_* the model alone, index_*
+    the index alone; a run without evidence is the model alone and has no index variant."""
+    fused = {"sg_top1": 0.45, "lab_sg_top1": 0.34, "model_sg_top1": 0.11, "lab_model_sg_top1": 0.09,
+             "index_sg_top1": 0.33, "lab_index_sg_top1": 0.24, "cs_acc": 0.9, "model_cs_acc": 0.58}
+    _run(tmp_path / "ev", fused, 0.4, ext={"sg_top1": 0.36, "model_sg_top1": 0.10})
+    _run(tmp_path / "plain", {"sg_top1": 0.12, "lab_sg_top1": 0.10}, 0.1)
+    assert rm.variant_view(fused, "model") == {"sg_top1": 0.11, "lab_sg_top1": 0.09, "cs_acc": 0.58}
+    assert rm.variant_view(fused, "index") == {"sg_top1": 0.33, "lab_sg_top1": 0.24}
+    assert rm.variant_view({"sg_top1": 0.12}, "index") is None
+    assert rm.variant_view({"sg_top1": 0.12}, "model") == {"sg_top1": 0.12}
+    table = rm.main(["ablation", "--row", f"fused={tmp_path / 'ev'}:eval",
+                     "--row", f"alone={tmp_path / 'ev'}:eval@model",
+                     "--row", f"idx={tmp_path / 'plain'}:eval@index"])
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in table.splitlines() if line.startswith("| ")}
+    assert rows["fused"][1] == "45.0" and rows["fused"][3] == "90.0" and rows["fused"][-2] == "36.0"
+    assert rows["alone"][1] == "11.0" and rows["alone"][3] == "58.0" and rows["alone"][-2] == "10.0"
+    assert rows["alone"][9] == "9.0"                      # lab SG top-1 of the model alone
+    assert rows["idx"][1] == "not run yet"
+    with pytest.raises(ValueError, match="unknown variant"):
+        rm.variant_view(fused, "both")
