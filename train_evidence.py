@@ -32,6 +32,7 @@ from loguru import logger
 
 import builders
 import index_method
+from models.evidence_inputs import parse_parts
 from Trainer import Evaluator
 from Trainer.evidence import fit_on_split, predict_with_inputs
 from Trainer.evidence_inputs import as_tensors, frozen_outputs, train_evidence_inputs
@@ -101,9 +102,11 @@ def pool_patterns(args: argparse.Namespace, n: int, renderings: list[str]) -> tu
 def main(argv: list[str] | None = None) -> dict:
     a = get_parser().parse_args(argv)
     setup_logging(None, a.log_level)
+    parts = list(parse_parts(a.inputs))
+    if not parts:
+        raise ConfigError(f"--inputs {a.inputs!r}: nothing to train. Fix: --inputs cs, gate or cs,gate")
     ckpt, ckpt_path = load_run(Path(a.run))
     args = argparse.Namespace(**ckpt["args"])
-    parts = [p.strip() for p in a.inputs.split(",") if p.strip()]
     out_dir = Path(a.out_dir or ckpt_path.parent / f"evidence_{'_'.join(sorted(parts))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cpu")

@@ -201,3 +201,15 @@ def test_train_evidence_end_to_end(cubic_data, tmp_path, capsys, test_cli):
     rows = predict.main(["--ckpt", str(out / "best.pt"), str(nacl), "--topk", "3"])
     assert rows[0]["index"]["crystal_system"] == "cubic"
     assert "model alone:" in capsys.readouterr().out
+
+
+def test_train_evidence_refuses_what_it_cannot_train(tmp_path):
+    import train_evidence
+    from utils.errors import CheckpointError
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train_evidence.main([str(tmp_path / "missing")])
+    torch.save({"model_config": {"name": "linear"}, "model": {}, "args": {}}, tmp_path / "best.pt")
+    with pytest.raises(ConfigError, match="ICL \\(icl_moe\\) only"):
+        train_evidence.main([str(tmp_path)])
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train_evidence.main([str(tmp_path / "missing"), "--inputs", "none"])
