@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     bundle = builders.build_data(args, augment=False)  # val/test files
     loaders = builders.make_loaders(bundle, 256, 0, int(args.seed), device)
-    source = index_method.PatternEvidenceSource(bundle.grid, a.evidence_workers,
-                                                cache_dir=Path(args.output_dir) / "index_cache" / "patterns")
+    source = index_method.index_evidence(bundle.grid, a.evidence_workers, args.output_dir)
     evaluator = Evaluator(model, np.asarray(bundle.class_counts), device)
 
     # training patterns with evidence

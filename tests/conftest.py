@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -70,13 +71,29 @@ def tiny_args(data, out, *extra) -> list[str]:
             "--width_mult", "0.125", "--use_adamw", "--warmup_epochs", "0.5", "--seed", "3", *extra]
 
 
+@contextlib.contextmanager
+def _log_messages(level: str):
+    """The messages of loguru records at ``level`` or above, logged inside the block."""
+    got: list[str] = []
+    handler = logger.add(lambda m: got.append(m.record["message"]), level=level, format="{message}")
+    try:
+        yield got
+    finally:
+        logger.remove(handler)
+
+
 @pytest.fixture
 def warnings_():
     """The messages of loguru warnings logged during the test."""
-    got: list[str] = []
-    handler = logger.add(lambda m: got.append(m.record["message"]), level="WARNING", format="{message}")
-    yield got
-    logger.remove(handler)
+    with _log_messages("WARNING") as got:
+        yield got
+
+
+@pytest.fixture
+def info_messages():
+    """The messages of loguru INFO (and higher) records logged during the test."""
+    with _log_messages("INFO") as got:
+        yield got
 
 
 @pytest.fixture(scope="session")
@@ -89,19 +106,31 @@ def test_cli():
     return mod
 
 
-@pytest.fixture(scope="module")
-def cubic_data(tmp_path_factory):
-    """The default set's prior, 40 training crystals, val/test: a few cubic crystals (the evidence
-    fusion's and the evidence inputs' end-to-end tests)."""
+@pytest.fixture(scope="session")
+def make_cubic_set(tmp_path_factory):
+    """``make(name, n_cubic, n_train, seed)``: a copy of the default set (its sg_count.csv and
+    dataset.json, its first ``n_train`` training crystals) whose val/test are ``n_cubic`` cubic
+    crystals of its test split drawn with ``seed`` (4 test, the rest val)."""
     import shutil
     default = Path(__file__).resolve().parents[1] / "data" / "xrd_mp_default"
-    root = tmp_path_factory.mktemp("cubic_fusion")
-    test = PeakTable.load(default / "peaks_test.npz")
-    cubic = np.flatnonzero(test.sg >= 195)
-    pick = np.sort(np.random.default_rng(1).choice(cubic, 7, replace=False))
-    test.subset(pick[:4]).save(root / "peaks_test.npz")
-    test.subset(pick[4:]).save(root / "peaks_val.npz")
-    PeakTable.load(default / "peaks_train.npz").subset(np.arange(40)).save(root / "peaks_train.npz")
-    for f in ("sg_count.csv", "dataset.json"):
-        shutil.copy(default / f, root / f)
-    return root
+
+    def make(name: str, n_cubic: int, n_train: int, seed: int) -> Path:
+        root = tmp_path_factory.mktemp(name)
+        test = PeakTable.load(default / "peaks_test.npz")
+        cubic = np.flatnonzero(test.sg >= 195)
+        pick = np.sort(np.random.default_rng(seed).choice(cubic, n_cubic, replace=False))
+        test.subset(pick[:4]).save(root / "peaks_test.npz")
+        test.subset(pick[4:]).save(root / "peaks_val.npz")
+        PeakTable.load(default / "peaks_train.npz").subset(np.arange(n_train)).save(root / "peaks_train.npz")
+        for f in ("sg_count.csv", "dataset.json"):
+            shutil.copy(default / f, root / f)
+        return root
+
+    return make
+
+
+@pytest.fixture(scope="module")
+def cubic_data(make_cubic_set):
+    """The default set's prior, 40 training crystals, val/test: a few cubic crystals (the evidence
+    fusion's and the evidence inputs' end-to-end tests)."""
+    return make_cubic_set("cubic_fusion", 7, 40, 1)

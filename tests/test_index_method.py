@@ -5,7 +5,6 @@ cell next to the prediction), and the method's flags in --help."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -25,20 +24,10 @@ CUBIC_FIRST = 195
 
 
 @pytest.fixture(scope="module")
-def cubic_data(tmp_path_factory):
+def cubic_data(make_cubic_set):
     """The default set's training prior (its sg_count.csv; 20 training crystals, never read) and
     val/test cut down to a few cubic crystals."""
-    root = tmp_path_factory.mktemp("cubic")
-    test = PeakTable.load(DEFAULT / "peaks_test.npz")
-    cubic = np.flatnonzero(test.sg >= CUBIC_FIRST)
-    rng = np.random.default_rng(0)
-    pick = np.sort(rng.choice(cubic, 6, replace=False))
-    test.subset(pick[:4]).save(root / "peaks_test.npz")
-    test.subset(pick[4:]).save(root / "peaks_val.npz")
-    PeakTable.load(DEFAULT / "peaks_train.npz").subset(np.arange(20)).save(root / "peaks_train.npz")
-    for f in ("sg_count.csv", "dataset.json"):
-        shutil.copy(DEFAULT / f, root / f)
-    return root
+    return make_cubic_set("cubic", 6, 20, 0)
 
 
 def test_method_flags_in_help(capsys):

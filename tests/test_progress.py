@@ -33,12 +33,9 @@ class FakeClock:
 
 
 @pytest.fixture
-def lines():
-    """Progress lines logged while the test runs."""
-    got: list[str] = []
-    handler = logger.add(lambda m: got.append(m.record["message"]), level="INFO", format="{message}")
-    yield got
-    logger.remove(handler)
+def lines(info_messages):
+    """Progress lines logged while the test runs (conftest's INFO capture)."""
+    return info_messages
 
 
 def test_fmt_duration():
