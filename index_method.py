@@ -35,6 +35,7 @@ from loguru import logger
 from torch import nn
 
 from indexing.api import EVIDENCE_DIM
+from indexing.bundle import BUNDLE_NAME
 from indexing.cache import CACHE_DIR
 from indexing.parallel import ENGINES, IndexRow
 from indexing.patterns import index_patterns
@@ -166,15 +167,18 @@ EVIDENCE = Registry("evidence source")
 class PatternEvidenceSource:
     """``source(x, name) -> (N, 110)``: the indexing evidence vectors of patterns (N, L) on a 2θ
     grid (peaks picked and indexed with the default settings; cached per pattern content under
-    ``cache_dir``, misses indexed by ``workers`` processes). Injected into the Trainer and
-    ``test.py`` for ``--evidence index`` (``Trainer.evidence``)."""
+    ``cache_dir``, then in the read-only ``bundles`` shipped beside the data; misses indexed by
+    ``workers`` processes). Injected into the Trainer and ``test.py`` for ``--evidence index``
+    (``Trainer.evidence``)."""
 
     def __init__(self, grid: Any, workers: int = 2, engine: str = "local",
-                 cache_dir: str | Path | None = None, options: dict | None = None) -> None:
+                 cache_dir: str | Path | None = None, options: dict | None = None,
+                 bundles: list[Path] | None = None) -> None:
         self.two_theta, self.wavelength = grid.two_theta(), float(grid.wavelength)
         self.workers, self.engine = int(workers), engine
         self.cache_dir = Path(cache_dir) if cache_dir else PATTERN_CACHE
         self.options = dict(options or {"n_lines": 20, "min_snr": 5.0})
+        self.bundles = list(bundles or [])
         self.rows: dict[str, list[IndexRow]] = {}
 
     def __call__(self, x: np.ndarray, name: str = "patterns") -> np.ndarray:
@@ -185,22 +189,33 @@ class PatternEvidenceSource:
         t0 = time.perf_counter()
         names = [f"{name} pattern {i}" for i in range(len(x))]
         rows, hits = index_patterns(x, self.two_theta, self.wavelength, self.options, self.workers,
-                                    self.engine, self.cache_dir, names)
+                                    self.engine, self.cache_dir, names, bundles=self.bundles)
         solved = sum(r.solved for r in rows)
-        logger.info(f"indexing evidence for {name}: {len(rows)} patterns ({hits} from the cache "
-                    f"{self.cache_dir}), {solved} indexed, {time.perf_counter() - t0:.1f} s")
+        where = " and ".join([str(self.cache_dir), *map(str, self.bundles)])
+        logger.info(f"indexing evidence for {name}: {len(rows)} patterns ({hits} from {where}), "
+                    f"{solved} indexed, {time.perf_counter() - t0:.1f} s")
         self.rows[name] = rows
         return np.stack([r.vector for r in rows]) if rows else np.zeros((0, EVIDENCE_DIM), np.float32)
 
 
 @EVIDENCE.register("index")
-def index_evidence(grid: Any, workers: int = 2, output_dir: str = "Log") -> PatternEvidenceSource:
-    return PatternEvidenceSource(grid, workers, cache_dir=Path(output_dir) / "index_cache" / "patterns")
+def index_evidence(grid: Any, workers: int = 2, output_dir: str = "Log",
+                   bundles: list[Path] | None = None) -> PatternEvidenceSource:
+    return PatternEvidenceSource(grid, workers, cache_dir=Path(output_dir) / "index_cache" / "patterns",
+                                 bundles=bundles)
 
 
 @EVIDENCE.register("none")
-def no_evidence(grid: Any, workers: int = 2, output_dir: str = "Log") -> None:
+def no_evidence(grid: Any, workers: int = 2, output_dir: str = "Log",
+                bundles: list[Path] | None = None) -> None:
     return None
+
+
+def shipped_bundles(args: argparse.Namespace) -> list[Path]:
+    """The evidence bundles (``indexing.bundle.BUNDLE_NAME``) beside the data a run reads."""
+    roots = [getattr(args, k, None) for k in ("data_dir", "processed_data_dir")]
+    roots = [Path(r) for r in roots if r] or [Path(__file__).resolve().parent / "data" / "xrd_mp_default"]
+    return [r / BUNDLE_NAME for r in roots if (r / BUNDLE_NAME).is_file()]
 
 
 def evidence_source(args: argparse.Namespace, grid: Any,
@@ -210,7 +225,7 @@ def evidence_source(args: argparse.Namespace, grid: Any,
         raise ConfigError(f"--evidence {args.evidence}: needs a space-group model on XRD patterns "
                           f"({n_classes} classes, method {getattr(args, 'method', '?')}). Fix: drop "
                           "--evidence (--method index already is the index alone)")
-    return EVIDENCE.get(args.evidence)(grid, args.evidence_workers, args.output_dir)
+    return EVIDENCE.get(args.evidence)(grid, args.evidence_workers, args.output_dir, shipped_bundles(args))
 
 
 def _cell_text(row: IndexRow) -> str:

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     bundle = builders.build_data(args, augment=False)  # val/test files
     loaders = builders.make_loaders(bundle, 256, 0, int(args.seed), device)
-    source = index_method.index_evidence(bundle.grid, a.evidence_workers, args.output_dir)
+    source = index_method.index_evidence(bundle.grid, a.evidence_workers, args.output_dir,
+                                         index_method.shipped_bundles(args))
     evaluator = Evaluator(model, np.asarray(bundle.class_counts), device)
 
     # training patterns with evidence

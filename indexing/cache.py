@@ -46,7 +46,7 @@ INDEX_CACHE_VERSION = 1
 _ROOT = Path(__file__).resolve().parents[1]
 CACHE_DIR = _ROOT / "Log" / "index_cache"
 # what computes the results: every indexing module but the plumbing, the shared physics, its tables
-_NOT_RESULTS = {"__init__.py", "__main__.py", "cli.py", "cache.py", "parallel.py", "patterns.py"}
+_NOT_RESULTS = {"__init__.py", "__main__.py", "cli.py", "cache.py", "parallel.py", "patterns.py", "bundle.py"}
 _SHARED = ("utils/lattice.py", "utils/sg_tables.py", "utils/data/space_groups.csv",
            "utils/data/sg_extinction_groups.csv", "utils/data/sg_symops.json")
 SOURCES = ("sticks",)

@@ -10,7 +10,8 @@ Each row of ``X`` (N, L) is peak-picked (:func:`indexing.picking.pick_peaks`) an
 grid, the wavelength, the settings, :data:`indexing.cache.INDEX_CACHE_VERSION` and
 :func:`indexing.cache.code_digest` (a changed pattern, setting or indexing code never reads a stale
 result); files are written atomically (temporary
-file, then ``os.replace``), and a cache file that cannot be read is recomputed. Misses are indexed
+file, then ``os.replace``), and a cache file that cannot be read is recomputed. Read-only evidence
+bundles shipped beside a dataset (:mod:`indexing.bundle`) are looked up after it. Misses are indexed
 in parallel (:func:`indexing.parallel.parallel_map`: local processes or Ray, the same rows).
 
 This module stays torch-free: the spawned workers import it (and numpy/scipy) only.
@@ -23,12 +24,14 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from indexing.api import EVIDENCE_DIM
+from indexing.bundle import bundle_key, load_bundle
 from indexing.cache import INDEX_CACHE_VERSION, code_digest
 from indexing.parallel import IndexRow, parallel_map, summarise
 from indexing.peaks import IndexingInputError
@@ -103,7 +106,8 @@ def save_row(path: Path, row: IndexRow) -> None:
 def index_patterns(patterns: np.ndarray, two_theta: np.ndarray, wavelength: float,
                    options: dict | None = None, workers: int = 1, engine: str = "local",
                    cache_dir: str | os.PathLike | None = None, sources: list[str] | None = None,
-                   progress: bool = True) -> tuple[list[IndexRow], int]:
+                   progress: bool = True,
+                   bundles: Sequence[str | os.PathLike] = ()) -> tuple[list[IndexRow], int]:
     """Index every row of ``patterns`` (N, L) on the axis ``two_theta`` (L,) [deg].
 
     Args:
@@ -111,6 +115,7 @@ def index_patterns(patterns: np.ndarray, two_theta: np.ndarray, wavelength: floa
         options: ``pick_peaks`` options (:data:`PICK_KEYS`) and ``analyse`` options (``n_lines``).
         workers, engine: see :func:`indexing.parallel.parallel_map` (misses only; 1 miss runs here).
         cache_dir: per-pattern cache folder (None: no cache).
+        bundles: read-only evidence bundles (:mod:`indexing.bundle`) looked up after the cache.
         sources: names of the patterns for messages (default ``pattern <i>``).
 
     Returns:
@@ -123,10 +128,16 @@ def index_patterns(patterns: np.ndarray, two_theta: np.ndarray, wavelength: floa
     names = sources or [f"pattern {i}" for i in range(len(x))]
     rows: list[IndexRow | None] = [None] * len(x)
     paths: list[Path | None] = [None] * len(x)
-    if cache_dir is not None:
+    shipped = [load_bundle(b) for b in bundles]
+    if cache_dir is not None or shipped:
         for i, p in enumerate(x):
-            paths[i] = _path(Path(cache_dir), pattern_key(p, axis, wavelength, options))
-            rows[i] = load_row(paths[i]) if paths[i].is_file() else None
+            key = pattern_key(p, axis, wavelength, options)
+            if cache_dir is not None:
+                paths[i] = _path(Path(cache_dir), key)
+                rows[i] = load_row(paths[i]) if paths[i].is_file() else None
+            if rows[i] is None and shipped:
+                bkey = bundle_key(p, axis, wavelength, options)
+                rows[i] = next((t[bkey] for t in shipped if bkey in t), None)
     todo = [i for i, r in enumerate(rows) if r is None]
     if todo:
         fn = partial(_index_one, two_theta=axis, wavelength=float(wavelength), options=options)

@@ -286,8 +286,12 @@ def test_ctrl_c_stops_the_experiment(tiny_data, tmp_path, stop_timeout):
     # stay open after run.sh has exited (communicate() would then wait for the daemon, not run.sh).
     log = tmp_path / "run_sh.log"
     with open(log, "w") as fh:
+        # SIGINT back to its default in the child: a shell started with SIGINT ignored (pytest run
+        # in the background, `nohup … &`, hands that on) can never trap it, and run.sh would go on
+        # (2026-12-07: both cases then timed out after 600 s, while they pass in a foreground run)
         proc = subprocess.Popen(["bash", str(ROOT / "scripts/nni/run.sh"), "icl", "3"], cwd=ROOT, env=env,
-                                stdout=fh, stderr=subprocess.STDOUT, text=True)
+                                stdout=fh, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 240
         while ("waiting for the trials" not in log.read_text() and proc.poll() is None
