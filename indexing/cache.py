@@ -143,8 +143,10 @@ def _code_text(path: Path) -> bytes:
 @lru_cache(maxsize=1)
 def code_digest() -> str:
     """sha256 (16 hex digits) of the code that computes the evidence: ``indexing/*.py`` but the
-    command line, cache and parallel plumbing, plus ``utils/lattice.py``, ``utils/sg_tables.py``
-    and their space-group tables."""
+    command line, cache, bundle and parallel plumbing, plus ``utils/lattice.py``,
+    ``utils/sg_tables.py`` and their space-group tables. Computed once per process, when this module
+    is imported (below). A new module in ``indexing/`` changes it, so every cached result is
+    recomputed, unless it is listed in ``_NOT_RESULTS``."""
     h = hashlib.sha256()
     files = sorted(p for p in (_ROOT / "indexing").glob("*.py") if p.name not in _NOT_RESULTS)
     for p in files + [_ROOT / s for s in _SHARED]:
@@ -266,3 +268,10 @@ def evidence_for_file(path: str | os.PathLike, source: str = "sticks", workers: 
     _save(table, p, key, {"file": str(path), "source": source, "settings": s, "limit": limit,
                           "version": INDEX_CACHE_VERSION, "code": code_digest()})
     return table
+
+
+# Taken when this module is imported, i.e. with the indexing code a process has loaded: a process
+# that started before an edit of indexing/ keeps the digest of the code it runs, instead of reading
+# the edited files when it first indexes (2026-12-07: a training started before a new module was
+# added computed the new digest at its evaluation and re-indexed 1,800 cached patterns).
+code_digest()

@@ -171,3 +171,19 @@ def test_code_digest_ignores_comments_and_docstrings_only(tmp_path):
     c.write_text(src.replace("x * 2", "x * 3"))
     assert cache._code_text(a) == cache._code_text(b) != cache._code_text(c)
     assert len(cache.code_digest()) == 16
+
+
+def test_code_digest_is_the_loaded_codes_not_the_files_now(tmp_path, monkeypatch):
+    """Taken at import: files changed under a running process do not change its keys."""
+    before = cache.code_digest()
+    (tmp_path / "indexing").mkdir()
+    (tmp_path / "indexing" / "new_module.py").write_text("x = 1\n")
+    monkeypatch.setattr(cache, "_ROOT", tmp_path)
+    assert cache.code_digest() == before
+    cache.code_digest.cache_clear()
+    try:
+        assert cache.code_digest() != before  # what a process started now would take
+    finally:
+        monkeypatch.undo()
+        cache.code_digest.cache_clear()
+    assert cache.code_digest() == before
