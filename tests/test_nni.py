@@ -206,8 +206,10 @@ def _cmdline(pid: int) -> str:
 def _run_sh_env(tmp_path, tiny_data, epochs: int) -> dict[str, str]:
     home = tmp_path / "home"  # nnictl keeps its registry in ~/nni-experiments: keep it in tmp_path
     home.mkdir(exist_ok=True)
+    # --evidence none: the experiment's plumbing is under test here, not the fusion (tests/test_fusion.py);
+    # with the quick preset's `evidence: index` each trial would index the tiny val/test patterns again
     trial = ["--data_dir", str(tiny_data), "--data_source", "files", "--output_dir", str(tmp_path / "Log"),
-             *TINY[:-1], str(epochs)]
+             "--evidence", "none", *TINY[:-1], str(epochs)]
     return {**os.environ, "HOME": str(home), "NNI_EXP_DIR": str(tmp_path / "exp"), "NNI_POLL_S": "1",
             "NNI_PORT": str(_free_port()), "NNI_TRIAL_ARGS": " ".join(trial), "OMP_NUM_THREADS": "1",
             "WANDB_MODE": "disabled", "MPLBACKEND": "Agg"}
