@@ -18,10 +18,8 @@ The file is written atomically; one that cannot be read fails with its name and 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -29,14 +27,12 @@ from pathlib import Path
 import numpy as np
 from loguru import logger
 
-from indexing.api import EVIDENCE_DIM
-from indexing.cache import INDEX_CACHE_VERSION, code_digest
-from indexing.parallel import N_EXT_TOP, IndexRow
+from indexing.cache import INDEX_CACHE_VERSION, IndexTable, code_digest, save_npz_atomic
+from indexing.parallel import IndexRow
 from utils.errors import DataError
 
 BUNDLE_NAME = "index_evidence.npz"
 _FIX = "delete it or write it again with python bundle_evidence.py"
-_STR = ("bravais", "crystal_system", "message")
 
 
 def bundle_key(pattern: np.ndarray, two_theta: np.ndarray, wavelength: float, options: dict) -> str:
@@ -55,22 +51,10 @@ def save_bundle(path: str | os.PathLike, keys: Sequence[str], rows: Sequence[Ind
     command, data, counts) and the code digest and cache version they were computed with."""
     if len(keys) != len(rows) or len(set(keys)) != len(keys):
         raise ValueError(f"save_bundle: {len(keys)} keys ({len(set(keys))} distinct) for {len(rows)} rows")
-    arrays: dict[str, np.ndarray] = {"keys": np.asarray(list(keys), dtype="<U40")}
-    for f in dataclasses.fields(IndexRow):
-        values = [getattr(r, f.name) for r in rows]
-        arrays[f.name] = np.asarray(values, dtype=str) if f.name in _STR else np.asarray(values)
     full = {**meta, "version": INDEX_CACHE_VERSION, "code": code_digest(), "n": len(rows)}
-    arrays["meta"] = np.asarray(json.dumps(full, sort_keys=True))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez_compressed(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    arrays = {"keys": np.asarray(list(keys), dtype="<U40"),
+              "meta": np.asarray(json.dumps(full, sort_keys=True))}
+    save_npz_atomic(path, {**arrays, **IndexTable.from_rows(list(rows)).arrays()}, compressed=True)
 
 
 def bundle_meta(path: str | os.PathLike) -> dict:
@@ -91,28 +75,18 @@ def load_bundle(path: str | os.PathLike) -> dict[str, IndexRow]:
 
 @lru_cache(maxsize=8)
 def _load(path: str, mtime_ns: int, size: int) -> dict[str, IndexRow]:
-    names = [f.name for f in dataclasses.fields(IndexRow)]
     try:
         with np.load(path, allow_pickle=False) as z:
-            data = {k: z[k] for k in ["keys", "meta", *names]}
-    except (OSError, ValueError, KeyError, EOFError) as exc:
+            arrays = {k: z[k] for k in z.files}
+        keys, meta = arrays.pop("keys").tolist(), json.loads(str(arrays.pop("meta")))
+        table = IndexTable.from_arrays(arrays)
+        if len(keys) != len(table):
+            raise ValueError(f"{len(keys)} keys for {len(table)} rows")
+    except (OSError, ValueError, KeyError, EOFError, TypeError) as exc:
         raise DataError(f"{path}: not a readable evidence bundle ({exc}). Fix: {_FIX}") from None
-    n = len(data["keys"])
-    if data["vector"].shape != (n, EVIDENCE_DIM) or data["ext_top"].shape != (n, N_EXT_TOP) or \
-            any(len(data[k]) != n for k in names):
-        raise DataError(f"{path}: evidence bundle with inconsistent arrays ({n} keys, vectors "
-                        f"{data['vector'].shape}). Fix: {_FIX}")
-    meta = json.loads(str(data["meta"]))
     if meta.get("code") != code_digest() or meta.get("version") != INDEX_CACHE_VERSION:
         logger.warning(f"{path}: evidence bundle from other indexing code (digest "
-                       f"{meta.get('code', '?')[:12]}, this code {code_digest()[:12]}): its {n} rows will "
-                       "not match, the patterns are indexed again. Fix: python bundle_evidence.py "
+                       f"{meta.get('code', '?')[:12]}, this code {code_digest()[:12]}): its {len(keys)} rows "
+                       "will not match, the patterns are indexed again. Fix: python bundle_evidence.py "
                        "to write it for this code")
-    out = {}
-    for i, key in enumerate(data["keys"].tolist()):
-        kw = {k: data[k][i] for k in names}
-        kw = {k: (v if k in ("vector", "cell", "ext_top") else v.item()) for k, v in kw.items()}
-        kw["vector"] = np.asarray(kw["vector"], np.float32)
-        kw["ext_top"] = tuple(int(g) for g in kw["ext_top"])
-        out[key] = IndexRow(**kw)
-    return out
+    return {key: table.row(i) for i, key in enumerate(keys)}

@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import json
 import os
+import tempfile
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from pathlib import Path
@@ -112,6 +113,17 @@ class IndexTable:
             n_peaks=np.asarray(col["n_peaks"], np.int32), message=np.asarray(col["message"], dtype=str),
             cpu_s=np.asarray(col["cpu_s"], np.float32),
             sg=np.zeros(n, np.int16) if sg is None else np.asarray(sg, np.int16))
+
+    def row(self, i: int) -> IndexRow:
+        """Row ``i`` as an :class:`~indexing.parallel.IndexRow` (the inverse of :meth:`from_rows`)."""
+        return IndexRow(np.asarray(self.evidence[i], np.float32),
+                        cell=np.asarray(self.cell[i], np.float64),
+                        volume=float(self.volume[i]), bravais=str(self.bravais[i]),
+                        crystal_system=str(self.crystal_system[i]),
+                        ext_top=tuple(int(g) for g in self.ext_top[i]), m20=float(self.m20[i]),
+                        f_n=float(self.f_n[i]), zero=float(self.zero[i]), solved=bool(self.solved[i]),
+                        n_peaks=int(self.n_peaks[i]), message=str(self.message[i]),
+                        cpu_s=float(self.cpu_s[i]))
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The columns by name (what :func:`np.savez` stores)."""
@@ -204,18 +216,28 @@ def _load(p: Path, key: str) -> IndexTable | None:
         return None
 
 
-def _save(table: IndexTable, p: Path, key: str, meta: dict) -> None:
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+def save_npz_atomic(path: str | os.PathLike, arrays: dict[str, np.ndarray], compressed: bool = False) -> None:
+    """Write ``arrays`` to ``path`` atomically (a temporary file beside it, then ``os.replace``): a
+    reader never sees half a file, and on an error the temporary file is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npz")
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            np.savez(fh, key=np.asarray(key), settings=np.asarray(json.dumps(meta, sort_keys=True)),
-                     **table.arrays())
-        os.replace(tmp, p)
+        with os.fdopen(fd, "wb") as fh:
+            (np.savez_compressed if compressed else np.savez)(fh, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save(table: IndexTable, p: Path, key: str, meta: dict) -> None:
+    try:
+        save_npz_atomic(p, {"key": np.asarray(key), "settings": np.asarray(json.dumps(meta, sort_keys=True)),
+                            **table.arrays()})
         logger.info(f"cached indexing evidence in {p}")
     except OSError as exc:  # a read-only or full disk: the table is still returned, just not kept
         logger.warning(f"cannot write the index cache {p} ({exc}); the result is not cached")
-        tmp.unlink(missing_ok=True)
 
 
 def evidence_for_file(path: str | os.PathLike, source: str = "sticks", workers: int = 1,

@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 from indexing.api import EVIDENCE_DIM
 from indexing.bundle import bundle_key, load_bundle
-from indexing.cache import INDEX_CACHE_VERSION, code_digest
+from indexing.cache import INDEX_CACHE_VERSION, code_digest, save_npz_atomic
 from indexing.parallel import IndexRow, parallel_map, summarise
 from indexing.peaks import IndexingInputError
 from indexing.picking import pick_peaks
@@ -92,15 +91,7 @@ def load_row(path: Path) -> IndexRow | None:
 
 def save_row(path: Path, row: IndexRow) -> None:
     """Write ``row`` atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp_", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{f.name: np.asarray(getattr(row, f.name)) for f in dataclasses.fields(IndexRow)})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    save_npz_atomic(path, {f.name: np.asarray(getattr(row, f.name)) for f in dataclasses.fields(IndexRow)})
 
 
 def index_patterns(patterns: np.ndarray, two_theta: np.ndarray, wavelength: float,

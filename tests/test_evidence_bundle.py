@@ -145,7 +145,7 @@ def test_bundle_evidence_end_to_end(make_cubic_set, tmp_path, monkeypatch, capsy
 
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
-    arrays["vector"] = arrays["vector"] + 1.0
+    arrays["evidence"] = arrays["evidence"] + 1.0
     np.savez_compressed(path, **arrays)
     with pytest.raises(DataError, match="differ from the bundle"):
         bundle_evidence.main(["--data_dir", str(data), "--check", "1"])
@@ -168,3 +168,7 @@ def test_shipped_bundles_are_current(name):
         "(the per-pattern cache makes it fast on a machine that already indexed them)")
     assert meta["splits"] == SHIPPED[name] and meta["data_dir"] == f"data/{name}"
     assert path.stat().st_size < 3 * 2 ** 20
+    rows = load_bundle(path)  # readable by this code's loader, every row a full evidence vector
+    assert len(rows) == meta["n"] >= 0.95 * sum(SHIPPED[name].values())
+    assert sum(r.solved for r in rows.values()) == meta["solved"]
+    assert all(r.vector.shape == (110,) and np.isfinite(r.vector).all() for r in rows.values())
